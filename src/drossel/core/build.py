@@ -1,0 +1,103 @@
+"""Exchange build numbers.
+
+Exchange writes its build in two spellings: the short form on SMTP hops (``15.1.2507.16``) and a
+zero-padded long form on mailbox hops (``with mapi id 15.01.2507.016``).  Both must compare equal,
+so a build is kept as four integers and printed in either spelling on demand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_BUILD_RE = re.compile(r"^\s*(\d{1,4})\.(\d{1,4})\.(\d{1,6})\.(\d{1,6})\s*$")
+
+EXO_MIN_MINOR = 20
+"""Builds with major 15 and minor >= 20 are Exchange Online itself, never an on-premises server."""
+
+SE_MIN_BUILD = 2562
+"""Exchange SE shares 15.2 with Exchange 2019; its builds start at 15.2.2562."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Build:
+    """A four-part Exchange build number, ordered numerically."""
+
+    major: int
+    minor: int
+    build: int
+    revision: int
+
+    @classmethod
+    def parse(cls, text: str) -> Build | None:
+        """Parse the short or long form; anything else gives ``None`` rather than an exception."""
+        match = _BUILD_RE.match(text) if isinstance(text, str) else None
+        if match is None:
+            return None
+        major, minor, build, revision = (int(part) for part in match.groups())
+        return cls(major, minor, build, revision)
+
+    @classmethod
+    def from_text(cls, text: str) -> Build:
+        """Parse or raise ``ValueError`` with a message fit for an operator."""
+        parsed = cls.parse(text)
+        if parsed is None:
+            raise ValueError(f"not an Exchange build number: {text!r} (expected e.g. 15.2.1748.39)")
+        return parsed
+
+    @property
+    def short(self) -> str:
+        return f"{self.major}.{self.minor}.{self.build}.{self.revision}"
+
+    @property
+    def long(self) -> str:
+        return f"{self.major}.{self.minor:02d}.{self.build:04d}.{self.revision:03d}"
+
+    @property
+    def is_exchange_online(self) -> bool:
+        return self.major == 15 and self.minor >= EXO_MIN_MINOR
+
+    def __str__(self) -> str:
+        return self.short
+
+    @property
+    def cu_key(self) -> tuple[int, int, int]:
+        """major.minor.build: equal for every revision of one CU (or RU/SP) line."""
+        return (self.major, self.minor, self.build)
+
+
+PRODUCT_2007 = "Exchange 2007"
+PRODUCT_2010 = "Exchange 2010"
+PRODUCT_2013 = "Exchange 2013"
+PRODUCT_2016 = "Exchange 2016"
+PRODUCT_2019 = "Exchange 2019"
+PRODUCT_SE = "Exchange SE"
+PRODUCT_ONLINE = "Exchange Online"
+
+ON_PREMISES_PRODUCTS = (
+    PRODUCT_2007,
+    PRODUCT_2010,
+    PRODUCT_2013,
+    PRODUCT_2016,
+    PRODUCT_2019,
+    PRODUCT_SE,
+)
+
+
+def product_of(build: Build) -> str | None:
+    """Name the product a build belongs to, or ``None`` for numbers no Exchange ever stamped."""
+    if build.major == 8:
+        return PRODUCT_2007
+    if build.major == 14:
+        return PRODUCT_2010
+    if build.major != 15:
+        return None
+    if build.minor >= EXO_MIN_MINOR:
+        return PRODUCT_ONLINE
+    if build.minor == 0:
+        return PRODUCT_2013
+    if build.minor == 1:
+        return PRODUCT_2016
+    if build.minor == 2:
+        return PRODUCT_SE if build.build >= SE_MIN_BUILD else PRODUCT_2019
+    return None

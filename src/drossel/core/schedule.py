@@ -1,0 +1,169 @@
+"""The per-server enforcement clock: stages, pauses, remediation and the windows inside the hour.
+
+A server's clock starts at its first detection as persistently vulnerable.  Its *effective age*
+is the time since then, minus paused time and minus any remediation gap it was forgiven
+(SPEC §5, §6).  The stage follows from the effective age in whole days; inside each hour the
+block minutes come first, then the throttle minutes, starting at an offset derived from a stable
+hash of the server so that servers are not all refused in the same minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
+
+from drossel.core.policy import Policy, Stage
+
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A pause of throttling and blocking: whole UTC days ``[start, end)``.
+
+    ``servers`` empty means every server of the tenant.
+    """
+
+    id: int | None
+    tenant: str
+    start: date
+    end: date
+    servers: tuple[str, ...] = ()
+    ended_early: bool = False
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    def covers(self, server: str) -> bool:
+        return not self.servers or server in self.servers
+
+    def interval(self) -> tuple[datetime, datetime]:
+        return (midnight(self.start), midnight(self.end))
+
+    def active_at(self, now: datetime) -> bool:
+        start, end = self.interval()
+        return start <= now < end
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementClock:
+    """What the schedule needs to know of a server record."""
+
+    clock_start: datetime
+    credit: timedelta = timedelta(0)
+    remediated_at: datetime | None = None
+
+
+def midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> timedelta:
+    start, end = max(a[0], b[0]), min(a[1], b[1])
+    return max(end - start, timedelta(0))
+
+
+def effective_age(clock: EnforcementClock, now: datetime, pauses: Iterable[Pause]) -> timedelta:
+    """Time on the clock at ``now``: paused time and forgiven gaps do not count."""
+    end = min(now, clock.remediated_at) if clock.remediated_at else now
+    if end <= clock.clock_start:
+        return timedelta(0)
+    span = (clock.clock_start, end)
+    paused = sum((_overlap(span, p.interval()) for p in pauses), timedelta(0))
+    return max(end - clock.clock_start - clock.credit - paused, timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    number: int  # 1-based
+    stage: Stage
+    day: int  # effective day since detection
+
+
+def stage_for_day(policy: Policy, day: int) -> StageInfo:
+    number = 1
+    for index, stage in enumerate(policy.stages):
+        if day >= stage.start_day:
+            number = index + 1
+    return StageInfo(number=number, stage=policy.stages[number - 1], day=day)
+
+
+def stage_at(
+    policy: Policy, clock: EnforcementClock, now: datetime, pauses: Iterable[Pause]
+) -> StageInfo:
+    age = effective_age(clock, now, pauses)
+    return stage_for_day(policy, age // DAY)
+
+
+def hour_offset(key: str) -> int:
+    """Stable minute offset (0–59) of a server's windows; the same on every node and restart."""
+    digest = hashlib.sha256(key.lower().encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % 60
+
+
+def window_action(stage: Stage, key: str, now: datetime) -> str:
+    """ "block", "throttle" or "accept" for this minute of the hour."""
+    position = (now.minute - hour_offset(key)) % 60
+    if position < stage.block_minutes:
+        return "block"
+    if position < stage.block_minutes + stage.throttle_minutes:
+        return "throttle"
+    return "accept"
+
+
+def stage_start(
+    policy: Policy,
+    clock: EnforcementClock,
+    number: int,
+    now: datetime,
+    pauses: Iterable[Pause],
+) -> datetime | None:
+    """When stage ``number`` starts (or started), assuming no further pauses.
+
+    Past starts are found by stepping over paused days; future ones are projected from now.
+    """
+    if number < 1 or number > len(policy.stages):
+        return None
+    target = timedelta(days=policy.stages[number - 1].start_day)
+    pause_list = list(pauses)
+    age_now = effective_age(clock, now, pause_list)
+    if target >= age_now:
+        if clock.remediated_at is not None:
+            return None
+        paused_until = max((p.interval()[1] for p in pause_list if p.active_at(now)), default=now)
+        return paused_until + (target - age_now)
+    # It started in the past: walk forward from the clock start by whole days (bounded).
+    moment = clock.clock_start
+    limit = now
+    step = DAY
+    while moment < limit:
+        if effective_age(replace(clock, remediated_at=None), moment, pause_list) >= target:
+            break
+        moment += step
+    # refine to the hour
+    while (
+        moment - timedelta(hours=1) > clock.clock_start
+        and effective_age(
+            replace(clock, remediated_at=None), moment - timedelta(hours=1), pause_list
+        )
+        >= target
+    ):
+        moment -= timedelta(hours=1)
+    return moment
+
+
+def pause_days_in_year(pause: Pause, year: int) -> int:
+    start = max(pause.start, date(year, 1, 1))
+    end = min(pause.end, date(year + 1, 1, 1))
+    return max((end - start).days, 0)
+
+
+def budget_used(pauses: Iterable[Pause], year: int) -> int:
+    return sum(pause_days_in_year(p, year) for p in pauses)
+
+
+def years_of(start: date, end: date) -> range:
+    return range(start.year, (end - DAY).year + 1)

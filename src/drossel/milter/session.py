@@ -1,0 +1,351 @@
+"""One milter connection's state machine, independent of sockets.
+
+:class:`MilterSession` receives parsed packets and returns the bytes to send
+back, so the whole protocol logic can be tested without I/O.  Postfix opens
+one milter connection per SMTP session, negotiates once, and may carry
+several messages over it: a message ends with BODYEOB, with ABORT (RSET,
+rejected DATA, ...), or silently when a final reply was given earlier (then
+the next MAIL simply starts a new message).  All three reset the per-message
+state here; connection data (CONNECT, HELO, connect/helo macros) survives.
+
+Negotiation asks for as little traffic as possible: no body, DATA or unknown
+commands, and no replies expected for CONNECT, HELO, MAIL and each header
+(SMFIP_NR_*), because drossel decides only at RCPT and end of headers.
+BODYEOB is always sent by the MTA and is where headers can be added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+from drossel.milter.commands import (
+    ACCEPT,
+    CONTINUE,
+    MILTER_VERSION,
+    REJECT,
+    SMFIC_MAIL,
+    SMFIF_ADDHDRS,
+    SMFIF_SETSYMLIST,
+    SMFIM_CONNECT,
+    SMFIM_ENVFROM,
+    SMFIM_ENVRCPT,
+    SMFIM_EOH,
+    SMFIM_EOM,
+    SMFIM_HELO,
+    SMFIP_NOBODY,
+    SMFIP_NODATA,
+    SMFIP_NOUNKNOWN,
+    SMFIP_NR_BODY,
+    SMFIP_NR_CONN,
+    SMFIP_NR_DATA,
+    SMFIP_NR_EOH,
+    SMFIP_NR_HDR,
+    SMFIP_NR_HELO,
+    SMFIP_NR_MAIL,
+    SMFIP_NR_RCPT,
+    SMFIP_NR_UNKN,
+    TEMPFAIL,
+    Abort,
+    AddHeader,
+    Body,
+    Command,
+    Connect,
+    Data,
+    EndOfBody,
+    EndOfHeaders,
+    Header,
+    Helo,
+    Macro,
+    Mail,
+    OptNeg,
+    OptNegReply,
+    Quit,
+    QuitNewConnection,
+    Rcpt,
+    ReplyCode,
+    Unknown,
+    parse_command,
+)
+from drossel.milter.framing import Packet, ProtocolError
+from drossel.milter.policy import (
+    CONTINUE_VERDICT,
+    MessageContext,
+    MilterPolicy,
+    MilterVerdict,
+    OnPolicyError,
+)
+
+log = logging.getLogger("drossel.milter")
+
+#: Oldest MTA protocol version we talk to (SMFIP_NR_* needs 6; older MTAs
+#: simply get a reply for every event).
+MIN_MTA_VERSION: Final = 2
+
+WANTED_ACTIONS: Final = SMFIF_ADDHDRS | SMFIF_SETSYMLIST
+WANTED_STEPS: Final = (
+    SMFIP_NOBODY
+    | SMFIP_NODATA
+    | SMFIP_NOUNKNOWN
+    | SMFIP_NR_CONN
+    | SMFIP_NR_HELO
+    | SMFIP_NR_MAIL
+    | SMFIP_NR_DATA
+    | SMFIP_NR_UNKN
+    | SMFIP_NR_HDR
+    | SMFIP_NR_BODY
+)
+
+#: Macros requested per stage.  Postfix replaces *all* its stage lists once a
+#: filter sends any, so every stage we care about is listed.  ``i`` (queue id)
+#: is asked for repeatedly because Postfix may assign it only after the first
+#: accepted RCPT (smtpd_delay_open_until_valid_rcpt).
+DEFAULT_MACRO_REQUESTS: Final[Mapping[int, str]] = {
+    SMFIM_CONNECT: "j {daemon_name} {client_addr} {client_name}",
+    SMFIM_HELO: "{tls_version} {cert_subject}",
+    SMFIM_ENVFROM: "i {tls_version} {cert_subject}",
+    SMFIM_ENVRCPT: "i",
+    SMFIM_EOH: "i",
+    SMFIM_EOM: "i",
+}
+
+_CONNECTION_STAGES: Final = frozenset({b"C", b"H"})
+_ACTIONS: Final = frozenset({"continue", "accept", "tempfail", "reject"})
+
+
+def normalise_macro_name(name: str) -> str:
+    """``{client_addr}`` -> ``client_addr``; single-letter names unchanged."""
+    if len(name) >= 2 and name.startswith("{") and name.endswith("}"):
+        return name[1:-1]
+    return name
+
+
+class MilterSession:
+    """Protocol state for one MTA connection."""
+
+    def __init__(
+        self,
+        policy: MilterPolicy,
+        *,
+        on_policy_error: OnPolicyError = "continue",
+        policy_timeout: float | None = 20.0,
+        macro_requests: Mapping[int, str] = DEFAULT_MACRO_REQUESTS,
+        peer: str = "-",
+    ) -> None:
+        if on_policy_error not in ("continue", "tempfail"):
+            raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
+        self.policy = policy
+        self.on_policy_error: OnPolicyError = on_policy_error
+        self.policy_timeout = policy_timeout
+        self.macro_requests = dict(macro_requests)
+        self.peer = peer
+        self.closed = False
+        self.negotiated = False
+        self.version = 0
+        self.actions = 0
+        self.steps = 0
+        self._reset_connection()
+
+    # -- state -----------------------------------------------------------------
+
+    def _reset_connection(self) -> None:
+        self._client_addr: str | None = None
+        self._client_port: int | None = None
+        self._client_name: str | None = None
+        self._helo: str | None = None
+        self._conn_macros: dict[bytes, dict[str, str]] = {}
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._msg_macros: dict[bytes, dict[str, str]] = {}
+        self._mail_from: str | None = None
+        self._recipients: list[str] = []
+        self._headers: list[tuple[str, str]] = []
+        self._pending_headers: list[bytes] = []
+        self._eob_reply = CONTINUE
+
+    def macros(self) -> dict[str, str]:
+        """All macros of the connection and current message, latest wins."""
+        merged: dict[str, str] = {}
+        for stage in (*self._conn_macros.values(), *self._msg_macros.values()):
+            merged.update(stage)
+        return merged
+
+    def context(self) -> MessageContext:
+        """A snapshot of the current state for the policy."""
+        return MessageContext(
+            client_addr=self._client_addr,
+            client_port=self._client_port,
+            client_name=self._client_name,
+            helo=self._helo,
+            macros=self.macros(),
+            mail_from=self._mail_from,
+            recipients=list(self._recipients),
+            headers=list(self._headers),
+        )
+
+    def _unless(self, no_reply_flag: int, reply: bytes) -> bytes:
+        return b"" if self.steps & no_reply_flag else reply
+
+    # -- dispatch ----------------------------------------------------------------
+
+    async def handle(self, packet: Packet) -> bytes:
+        """Process one packet; return the (possibly empty) bytes to send."""
+        return await self.handle_command(parse_command(packet))
+
+    async def handle_command(self, cmd: Command) -> bytes:
+        if self.closed:
+            raise ProtocolError("command received after QUIT")
+        if isinstance(cmd, OptNeg):
+            return self._negotiate(cmd)
+        if not self.negotiated:
+            raise ProtocolError(f"{type(cmd).__name__} received before OPTNEG")
+        match cmd:
+            case Macro():
+                self._store_macros(cmd)
+                return b""
+            case Connect():
+                self._reset_connection()
+                self._client_name = cmd.hostname
+                self._client_addr = cmd.address
+                self._client_port = cmd.port
+                return self._unless(SMFIP_NR_CONN, CONTINUE)
+            case Helo():
+                self._helo = cmd.name
+                return self._unless(SMFIP_NR_HELO, CONTINUE)
+            case Mail():
+                if self._mail_from is not None:
+                    self._reset_message()  # previous message ended without ABORT
+                self._mail_from = cmd.sender
+                return self._unless(SMFIP_NR_MAIL, CONTINUE)
+            case Rcpt():
+                return await self._on_rcpt(cmd)
+            case Header():
+                self._headers.append((cmd.name, cmd.value))
+                return self._unless(SMFIP_NR_HDR, CONTINUE)
+            case EndOfHeaders():
+                return await self._on_eoh()
+            case EndOfBody():
+                reply = b"".join(self._pending_headers) + self._eob_reply
+                self._reset_message()
+                return reply
+            case Abort():
+                self._reset_message()
+                return b""
+            case Quit():
+                self.closed = True
+                return b""
+            case QuitNewConnection():
+                self._reset_connection()
+                return b""
+            case Data():
+                return self._unless(SMFIP_NR_DATA, CONTINUE)
+            case Body():
+                return self._unless(SMFIP_NR_BODY, CONTINUE)
+            case Unknown():
+                return self._unless(SMFIP_NR_UNKN, CONTINUE)
+        raise ProtocolError(f"unhandled command {cmd!r}")  # pragma: no cover
+
+    # -- negotiation -------------------------------------------------------------
+
+    def _negotiate(self, cmd: OptNeg) -> bytes:
+        if cmd.version < MIN_MTA_VERSION:
+            raise ProtocolError(f"OPTNEG: unsupported MTA protocol version {cmd.version}")
+        self.version = min(cmd.version, MILTER_VERSION)
+        self.actions = WANTED_ACTIONS & cmd.actions
+        self.steps = WANTED_STEPS & cmd.protocol
+        self.negotiated = True
+        self._reset_connection()
+        macros = self.macro_requests if self.actions & SMFIF_SETSYMLIST else {}
+        if not macros:
+            self.actions &= ~SMFIF_SETSYMLIST
+        return OptNegReply(self.version, self.actions, self.steps, macros).encode()
+
+    def _store_macros(self, cmd: Macro) -> None:
+        if cmd.stage == SMFIC_MAIL and self._mail_from is not None:
+            self._reset_message()  # MAIL macros of a new message
+        macros = {normalise_macro_name(k): v for k, v in cmd.macros.items()}
+        target = self._conn_macros if cmd.stage in _CONNECTION_STAGES else self._msg_macros
+        target.pop(cmd.stage, None)
+        target[cmd.stage] = macros
+
+    # -- policy ------------------------------------------------------------------
+
+    async def _ask(
+        self, what: str, hook: Callable[[MessageContext], Awaitable[MilterVerdict]]
+    ) -> MilterVerdict:
+        try:
+            async with asyncio.timeout(self.policy_timeout):
+                verdict = await hook(self.context())
+            if not isinstance(verdict, MilterVerdict) or verdict.action not in _ACTIONS:
+                raise TypeError(f"policy returned {verdict!r}, not a MilterVerdict")
+        except Exception:
+            log.exception(
+                "milter %s queue_id=%s: policy %s failed; answering %s",
+                self.peer,
+                self.macros().get("i", "-"),
+                what,
+                self.on_policy_error,
+            )
+            if self.on_policy_error == "tempfail":
+                return MilterVerdict("tempfail")
+            return CONTINUE_VERDICT
+        return verdict
+
+    def _final_reply(self, verdict: MilterVerdict) -> bytes:
+        """Reply for a verdict, ignoring add_headers."""
+        if verdict.action == "continue":
+            return CONTINUE
+        if verdict.action == "accept":
+            return ACCEPT
+        bare = TEMPFAIL if verdict.action == "tempfail" else REJECT
+        if verdict.code is None:
+            return bare
+        try:
+            reply = ReplyCode(verdict.code, verdict.enhanced, verdict.text)
+            if (verdict.code >= 500) != (verdict.action == "reject"):
+                raise ValueError(f"code {verdict.code} contradicts action {verdict.action}")
+            return reply.encode()
+        except ValueError as exc:
+            log.warning(
+                "milter %s: unusable policy reply (%s); sending bare %s",
+                self.peer,
+                exc,
+                verdict.action,
+            )
+            return bare
+
+    async def _on_rcpt(self, cmd: Rcpt) -> bytes:
+        self._recipients.append(cmd.recipient)
+        verdict = await self._ask("on_recipient", self.policy.on_recipient)
+        if verdict.action in ("tempfail", "reject"):
+            self._recipients.pop()  # the MTA refuses this recipient only
+        return self._unless(SMFIP_NR_RCPT, self._final_reply(verdict))
+
+    async def _on_eoh(self) -> bytes:
+        verdict = await self._ask("on_end_of_headers", self.policy.on_end_of_headers)
+        reply = self._final_reply(verdict)
+        if verdict.action in ("continue", "accept") and verdict.add_headers:
+            pending = self._encode_headers(verdict.add_headers)
+            if pending:
+                # Headers can only be added at end of body: continue now.
+                self._pending_headers = pending
+                self._eob_reply = reply
+                reply = CONTINUE
+        return self._unless(SMFIP_NR_EOH, reply)
+
+    def _encode_headers(self, headers: tuple[tuple[str, str], ...]) -> list[bytes]:
+        if not self.actions & SMFIF_ADDHDRS:
+            log.warning(
+                "milter %s: MTA did not allow adding headers; dropping %d", self.peer, len(headers)
+            )
+            return []
+        encoded: list[bytes] = []
+        for name, value in headers:
+            try:
+                encoded.append(AddHeader(name, value).encode())
+            except ValueError as exc:
+                log.warning("milter %s: not adding header: %s", self.peer, exc)
+        return encoded

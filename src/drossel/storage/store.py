@@ -1,0 +1,771 @@
+"""The state store: one SQLAlchemy Core implementation for SQLite (default) and PostgreSQL.
+
+Everything that changes shared state (first detection, pauses against the yearly budget,
+overrides, counters, notifications) goes through this class, inside transactions, so several
+drossel processes on one database act as one system.  Pause budget checks lock the tenant row
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers with ``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from drossel.core.decision import Override, ServerRecord, can_pause
+from drossel.core.schedule import Pause
+from drossel.storage import schema as t
+
+CONNECTOR_TYPES = ("OnPremises", "Partner", "Any")
+
+
+class StoreError(ValueError):
+    """A request the state refuses (unknown tenant, budget exceeded, ...); safe to show."""
+
+
+def to_db(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def from_db(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    result = from_db(moment)
+    assert result is not None
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: int
+    name: str
+    display_name: str
+    contacts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    id: int
+    tenant: str
+    name: str
+    type: str
+    ip_ranges: tuple[str, ...]
+    tls_name: str | None
+
+    def matches(self, client_addr: str | None, tls_name: str | None) -> bool:
+        """IP ranges and TLS name must both match where both are configured."""
+        ip_ok = True
+        if self.ip_ranges:
+            ip_ok = False
+            if client_addr:
+                try:
+                    address = ipaddress.ip_address(client_addr.strip("[]").removeprefix("IPv6:"))
+                except ValueError:
+                    address = None
+                if address is not None:
+                    ip_ok = any(
+                        address in ipaddress.ip_network(r, strict=False) for r in self.ip_ranges
+                    )
+        tls_ok = True
+        if self.tls_name:
+            tls_ok = bool(tls_name) and tls_name.lower() == self.tls_name.lower()
+        return ip_ok and tls_ok and bool(self.ip_ranges or self.tls_name)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredServer:
+    id: int
+    record: ServerRecord
+    evidence: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    tenant: str | None
+    action: str
+    detail: str
+
+
+def _validate_ranges(ranges: Iterable[str]) -> tuple[str, ...]:
+    result = []
+    for item in ranges:
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            result.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise StoreError(f"not an IP address or network: {item!r}") from None
+    return tuple(result)
+
+
+def _check_text(value: str, what: str, limit: int = 200) -> str:
+    value = value.strip()
+    if not value:
+        raise StoreError(f"{what} must not be empty")
+    if len(value) > limit:
+        raise StoreError(f"{what} is longer than {limit} characters")
+    if any(not ch.isprintable() for ch in value):
+        raise StoreError(f"{what} contains control characters")
+    return value
+
+
+class Store:
+    """State access for one database URL (``sqlite:///file.db`` or ``postgresql+psycopg://``)."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or create_engine(url, future=True, pool_pre_ping=True)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin_immediate)
+
+    # --- infrastructure -------------------------------------------------------------------
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _tenant_id(self, conn: Connection, name: str, *, lock: bool = False) -> int:
+        query = select(t.tenants.c.id).where(t.tenants.c.name == name)
+        if lock and not self.is_sqlite:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise StoreError(f"unknown tenant {name!r}")
+        return int(row[0])
+
+    def ensure_tenant(self, conn: Connection, name: str, now: datetime) -> int:
+        row = conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first()
+        if row is not None:
+            return int(row[0])
+        try:
+            with conn.begin_nested():
+                result = conn.execute(
+                    insert(t.tenants).values(name=name, display_name=name, created_at=to_db(now))
+                )
+            return int(result.inserted_primary_key[0])
+        except IntegrityError:
+            return self._tenant_id(conn, name)
+
+    def audit(
+        self, conn: Connection, actor: str, action: str, detail: str, now: datetime, tenant: str | None
+    ) -> None:
+        conn.execute(
+            insert(t.audit_log).values(
+                at=to_db(now), actor=actor, tenant=tenant, action=action, detail=detail
+            )
+        )
+
+    # --- tenants and connectors -----------------------------------------------------------
+
+    def add_tenant(
+        self, name: str, contacts: Sequence[str], actor: str, now: datetime, display_name: str = ""
+    ) -> Tenant:
+        name = _check_text(name, "tenant name")
+        for contact in contacts:
+            if "@" not in contact or len(contact) > 320 or any(c in contact for c in "\r\n <>"):
+                raise StoreError(f"not a mail address: {contact!r}")
+        with self.tx() as conn:
+            exists = conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first()
+            if exists is not None:
+                raise StoreError(f"tenant {name!r} exists already")
+            tenant_id = self.ensure_tenant(conn, name, now)
+            if display_name:
+                conn.execute(
+                    update(t.tenants)
+                    .where(t.tenants.c.id == tenant_id)
+                    .values(display_name=_check_text(display_name, "display name"))
+                )
+            for contact in dict.fromkeys(contacts):
+                conn.execute(insert(t.contacts).values(tenant_id=tenant_id, email=contact))
+            self.audit(conn, actor, "tenant.add", f"contacts={','.join(contacts)}", now, name)
+        return self.get_tenant(name)
+
+    def add_contact(self, tenant: str, email: str, actor: str, now: datetime) -> None:
+        if "@" not in email or any(c in email for c in "\r\n <>"):
+            raise StoreError(f"not a mail address: {email!r}")
+        with self.tx() as conn:
+            tenant_id = self._tenant_id(conn, tenant)
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(t.contacts).values(tenant_id=tenant_id, email=email))
+            except IntegrityError:
+                raise StoreError(f"{email} is already a contact of {tenant}") from None
+            self.audit(conn, actor, "contact.add", email, now, tenant)
+
+    def get_tenant(self, name: str) -> Tenant:
+        for tenant in self.list_tenants():
+            if tenant.name == name:
+                return tenant
+        raise StoreError(f"unknown tenant {name!r}")
+
+    def list_tenants(self) -> list[Tenant]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.tenants).order_by(t.tenants.c.name)).all()
+            contacts = conn.execute(select(t.contacts).order_by(t.contacts.c.email)).all()
+        by_tenant: dict[int, list[str]] = {}
+        for c in contacts:
+            by_tenant.setdefault(c.tenant_id, []).append(c.email)
+        return [
+            Tenant(r.id, r.name, r.display_name or r.name, tuple(by_tenant.get(r.id, [])))
+            for r in rows
+        ]
+
+    def add_connector(
+        self,
+        tenant: str,
+        name: str,
+        type_: str,
+        ip_ranges: Sequence[str],
+        tls_name: str | None,
+        actor: str,
+        now: datetime,
+    ) -> Connector:
+        if type_ not in CONNECTOR_TYPES:
+            raise StoreError(f"connector type must be one of {', '.join(CONNECTOR_TYPES)}")
+        name = _check_text(name, "connector name")
+        ranges = _validate_ranges(ip_ranges)
+        if tls_name is not None:
+            tls_name = _check_text(tls_name, "TLS name", 255)
+        if not ranges and not tls_name:
+            raise StoreError("a connector needs IP ranges, a TLS name, or both")
+        with self.tx() as conn:
+            tenant_id = self._tenant_id(conn, tenant)
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(t.connectors).values(
+                            tenant_id=tenant_id,
+                            name=name,
+                            type=type_,
+                            ip_ranges=",".join(ranges),
+                            tls_name=tls_name,
+                        )
+                    )
+            except IntegrityError:
+                raise StoreError(f"connector {name!r} exists already for {tenant}") from None
+            self.audit(
+                conn,
+                actor,
+                "connector.add",
+                f"{name} {type_} ranges={','.join(ranges)} tls={tls_name or ''}",
+                now,
+                tenant,
+            )
+        return next(c for c in self.list_connectors() if c.tenant == tenant and c.name == name)
+
+    def list_connectors(self) -> list[Connector]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.connectors, t.tenants.c.name.label("tenant"))
+                .join(t.tenants, t.tenants.c.id == t.connectors.c.tenant_id)
+                .order_by(t.tenants.c.name, t.connectors.c.name)
+            ).all()
+        return [
+            Connector(
+                r.id,
+                r.tenant,
+                r.name,
+                r.type,
+                tuple(x for x in r.ip_ranges.split(",") if x),
+                r.tls_name,
+            )
+            for r in rows
+        ]
+
+    # --- servers --------------------------------------------------------------------------
+
+    def _server_from_row(self, row: Row[Any], tenant: str) -> StoredServer:
+        record = ServerRecord(
+            tenant=tenant,
+            server=row.fqdn,
+            first_detected=_aware(row.first_detected),
+            last_seen=_aware(row.last_seen),
+            build=row.build,
+            product=row.product,
+            status=row.status,
+            clock_start=from_db(row.clock_start),
+            clock_credit=timedelta(seconds=row.clock_credit_seconds or 0),
+            remediated_at=from_db(row.remediated_at),
+        )
+        return StoredServer(row.id, record, row.evidence or "")
+
+    def get_server(self, tenant: str, fqdn: str) -> StoredServer | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.servers)
+                .join(t.tenants, t.tenants.c.id == t.servers.c.tenant_id)
+                .where(t.tenants.c.name == tenant, t.servers.c.fqdn == fqdn)
+            ).first()
+        return None if row is None else self._server_from_row(row, tenant)
+
+    def list_servers(self, tenant: str | None = None) -> list[StoredServer]:
+        query = select(t.servers, t.tenants.c.name.label("tenant_name")).join(
+            t.tenants, t.tenants.c.id == t.servers.c.tenant_id
+        )
+        if tenant is not None:
+            query = query.where(t.tenants.c.name == tenant)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.tenants.c.name, t.servers.c.fqdn)).all()
+        return [self._server_from_row(r, r.tenant_name) for r in rows]
+
+    def save_server(self, record: ServerRecord, evidence: str, now: datetime) -> StoredServer:
+        """Insert or update a server record.  A concurrent first detection elsewhere keeps the
+        earliest ``first_detected``/``clock_start`` (the database wins ties)."""
+        values = {
+            "product": record.product,
+            "build": record.build,
+            "status": record.status,
+            "last_seen": to_db(record.last_seen),
+            "clock_start": to_db(record.clock_start),
+            "clock_credit_seconds": int(record.clock_credit.total_seconds()),
+            "remediated_at": to_db(record.remediated_at),
+            "evidence": evidence[:4000],
+        }
+        with self.tx() as conn:
+            tenant_id = self.ensure_tenant(conn, record.tenant, now)
+            key = (t.servers.c.tenant_id == tenant_id, t.servers.c.fqdn == record.server)
+            existing = conn.execute(select(t.servers).where(*key)).first()
+            if existing is None:
+                try:
+                    with conn.begin_nested():
+                        result = conn.execute(
+                            insert(t.servers).values(
+                                tenant_id=tenant_id,
+                                fqdn=record.server,
+                                first_detected=to_db(record.first_detected),
+                                **values,
+                            )
+                        )
+                    server_id = int(result.inserted_primary_key[0])
+                except IntegrityError:
+                    existing = conn.execute(select(t.servers).where(*key)).first()
+                    assert existing is not None
+            if existing is not None:
+                server_id = int(existing.id)
+                first = min(_aware(existing.first_detected), record.first_detected)
+                clock_start = record.clock_start
+                if existing.clock_start is not None and clock_start is not None:
+                    clock_start = min(_aware(existing.clock_start), clock_start)
+                values["clock_start"] = to_db(clock_start)
+                values["last_seen"] = to_db(max(_aware(existing.last_seen), record.last_seen))
+                conn.execute(
+                    update(t.servers)
+                    .where(t.servers.c.id == server_id)
+                    .values(first_detected=to_db(first), **values)
+                )
+            self._touch_build(conn, server_id, record.build, record.last_seen)
+        stored = self.get_server(record.tenant, record.server)
+        assert stored is not None
+        return stored
+
+    def _touch_build(self, conn: Connection, server_id: int, build: str, seen: datetime) -> None:
+        key = (t.build_history.c.server_id == server_id, t.build_history.c.build == build)
+        row = conn.execute(select(t.build_history.c.id).where(*key)).first()
+        if row is None:
+            conn.execute(
+                insert(t.build_history).values(
+                    server_id=server_id, build=build, first_seen=to_db(seen), last_seen=to_db(seen)
+                )
+            )
+        else:
+            conn.execute(update(t.build_history).where(*key).values(last_seen=to_db(seen)))
+
+    def build_history(self, server_id: int) -> list[tuple[str, datetime, datetime]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.build_history)
+                .where(t.build_history.c.server_id == server_id)
+                .order_by(t.build_history.c.first_seen)
+            ).all()
+        return [(r.build, _aware(r.first_seen), _aware(r.last_seen)) for r in rows]
+
+    # --- counters -------------------------------------------------------------------------
+
+    def add_counts(self, counts: dict[tuple[str, str, date, str], int], now: datetime) -> None:
+        """Add batched per-day counters: key (tenant, server, day, action) → n."""
+        if not counts:
+            return
+        with self.tx() as conn:
+            for (tenant, fqdn, day, action), n in sorted(counts.items()):
+                tenant_id = self.ensure_tenant(conn, tenant, now)
+                server = conn.execute(
+                    select(t.servers.c.id).where(
+                        t.servers.c.tenant_id == tenant_id, t.servers.c.fqdn == fqdn
+                    )
+                ).first()
+                if server is None:
+                    continue
+                key = (
+                    t.daily_counts.c.server_id == server[0],
+                    t.daily_counts.c.day == day,
+                    t.daily_counts.c.action == action,
+                )
+                changed = conn.execute(
+                    update(t.daily_counts).where(*key).values(count=t.daily_counts.c.count + n)
+                ).rowcount
+                if not changed:
+                    conn.execute(
+                        insert(t.daily_counts).values(
+                            server_id=server[0], day=day, action=action, count=n
+                        )
+                    )
+
+    def daily_counts(self, server_id: int, since: date) -> dict[date, dict[str, int]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.daily_counts).where(
+                    t.daily_counts.c.server_id == server_id, t.daily_counts.c.day >= since
+                )
+            ).all()
+        result: dict[date, dict[str, int]] = {}
+        for r in rows:
+            result.setdefault(r.day, {})[r.action] = r.count
+        return result
+
+    def total_counts(self, server_id: int) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.daily_counts.c.action, func.sum(t.daily_counts.c.count))
+                .where(t.daily_counts.c.server_id == server_id)
+                .group_by(t.daily_counts.c.action)
+            ).all()
+        return {action: int(n) for action, n in rows}
+
+    # --- pauses ---------------------------------------------------------------------------
+
+    def _pauses(self, conn: Connection, tenant: str | None) -> list[Pause]:
+        query = select(t.pauses, t.tenants.c.name.label("tenant_name")).join(
+            t.tenants, t.tenants.c.id == t.pauses.c.tenant_id
+        )
+        if tenant is not None:
+            query = query.where(t.tenants.c.name == tenant)
+        rows = conn.execute(query.order_by(t.pauses.c.start_date, t.pauses.c.id)).all()
+        return [
+            Pause(
+                id=r.id,
+                tenant=r.tenant_name,
+                start=r.start_date,
+                end=r.end_date,
+                servers=tuple(s for s in r.servers.split(",") if s),
+                ended_early=bool(r.ended_early),
+            )
+            for r in rows
+        ]
+
+    def list_pauses(self, tenant: str | None = None) -> list[Pause]:
+        with self.engine.connect() as conn:
+            return self._pauses(conn, tenant)
+
+    def add_pause(
+        self,
+        tenant: str,
+        start: date,
+        days: int,
+        servers: Sequence[str],
+        actor: str,
+        now: datetime,
+        budget_days: int,
+    ) -> Pause:
+        """Create a pause if the tenant's yearly budget allows; atomic against concurrent
+        requests on any node."""
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            raise StoreError("pause days must be a whole number of at least 1")
+        if days > budget_days:
+            raise StoreError(f"a pause can last at most {budget_days} days")
+        if start < now.date():
+            raise StoreError("a pause cannot start in the past")
+        if start > now.date() + timedelta(days=366):
+            raise StoreError("a pause can start at most one year ahead")
+        names = tuple(dict.fromkeys(_check_text(s, "server", 255).lower() for s in servers))
+        with self.tx() as conn:
+            tenant_id = self._tenant_id(conn, tenant, lock=True)
+            if names:
+                known = {
+                    r[0]
+                    for r in conn.execute(
+                        select(t.servers.c.fqdn).where(t.servers.c.tenant_id == tenant_id)
+                    )
+                }
+                unknown = [n for n in names if n not in known]
+                if unknown:
+                    raise StoreError(f"unknown server(s) of {tenant}: {', '.join(unknown)}")
+            new = Pause(None, tenant, start, start + timedelta(days=days), names)
+            problem = can_pause(self._pauses(conn, tenant), new, budget_days)
+            if problem:
+                raise StoreError(problem)
+            result = conn.execute(
+                insert(t.pauses).values(
+                    tenant_id=tenant_id,
+                    servers=",".join(names),
+                    start_date=new.start,
+                    end_date=new.end,
+                    ended_early=False,
+                    created_by=actor,
+                    created_at=to_db(now),
+                )
+            )
+            pause_id = int(result.inserted_primary_key[0])
+            self.audit(
+                conn,
+                actor,
+                "pause.add",
+                f"id={pause_id} {new.start}..{new.end} ({days} days) "
+                f"servers={','.join(names) or 'all'}",
+                now,
+                tenant,
+            )
+        return Pause(pause_id, tenant, new.start, new.end, names)
+
+    def end_pause(self, pause_id: int, actor: str, now: datetime, tenant: str | None = None) -> Pause:
+        """End a pause today (unused days go back to the budget); a future pause is cancelled."""
+        with self.tx() as conn:
+            row = conn.execute(
+                select(t.pauses, t.tenants.c.name.label("tenant_name"))
+                .join(t.tenants, t.tenants.c.id == t.pauses.c.tenant_id)
+                .where(t.pauses.c.id == pause_id)
+            ).first()
+            if row is None or (tenant is not None and row.tenant_name != tenant):
+                raise StoreError(f"unknown pause {pause_id}")
+            today = now.date()
+            if row.end_date <= today:
+                raise StoreError(f"pause {pause_id} has already ended")
+            new_end = max(today, row.start_date)
+            conn.execute(
+                update(t.pauses)
+                .where(t.pauses.c.id == pause_id)
+                .values(end_date=new_end, ended_early=True)
+            )
+            self.audit(
+                conn,
+                actor,
+                "pause.end",
+                f"id={pause_id} end {row.end_date} -> {new_end}",
+                now,
+                row.tenant_name,
+            )
+        return Pause(
+            pause_id,
+            row.tenant_name,
+            row.start_date,
+            new_end,
+            tuple(s for s in row.servers.split(",") if s),
+            True,
+        )
+
+    # --- overrides ------------------------------------------------------------------------
+
+    def add_override(
+        self,
+        tenant: str | None,
+        server: str | None,
+        reason: str,
+        expires: datetime | None,
+        actor: str,
+        now: datetime,
+    ) -> Override:
+        reason = _check_text(reason, "reason", 500)
+        if tenant is None and server is None:
+            raise StoreError("an override needs a tenant, a server, or both")
+        if expires is not None and expires <= now:
+            raise StoreError("an override must expire in the future")
+        if server is not None:
+            server = _check_text(server, "server", 255).lower()
+        with self.tx() as conn:
+            tenant_id = self._tenant_id(conn, tenant) if tenant is not None else None
+            result = conn.execute(
+                insert(t.overrides).values(
+                    tenant_id=tenant_id,
+                    server=server,
+                    reason=reason,
+                    expires_at=to_db(expires),
+                    created_by=actor,
+                    created_at=to_db(now),
+                )
+            )
+            override_id = int(result.inserted_primary_key[0])
+            self.audit(
+                conn,
+                actor,
+                "override.add",
+                f"id={override_id} server={server or '*'} expires={expires} reason={reason}",
+                now,
+                tenant,
+            )
+        return Override(override_id, tenant, server, reason, expires)
+
+    def list_overrides(self, now: datetime | None = None) -> list[Override]:
+        """Overrides not removed (and, given ``now``, not expired)."""
+        query = (
+            select(t.overrides, t.tenants.c.name.label("tenant_name"))
+            .outerjoin(t.tenants, t.tenants.c.id == t.overrides.c.tenant_id)
+            .where(t.overrides.c.removed_at.is_(None))
+            .order_by(t.overrides.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        result = [
+            Override(r.id, r.tenant_name, r.server, r.reason, from_db(r.expires_at)) for r in rows
+        ]
+        if now is not None:
+            result = [o for o in result if o.expires is None or o.expires > now]
+        return result
+
+    def remove_override(
+        self, override_id: int, actor: str, now: datetime, tenant: str | None = None
+    ) -> None:
+        with self.tx() as conn:
+            row = conn.execute(
+                select(t.overrides, t.tenants.c.name.label("tenant_name"))
+                .outerjoin(t.tenants, t.tenants.c.id == t.overrides.c.tenant_id)
+                .where(t.overrides.c.id == override_id, t.overrides.c.removed_at.is_(None))
+            ).first()
+            if row is None or (tenant is not None and row.tenant_name != tenant):
+                raise StoreError(f"unknown override {override_id}")
+            conn.execute(
+                update(t.overrides)
+                .where(t.overrides.c.id == override_id)
+                .values(removed_at=to_db(now))
+            )
+            self.audit(conn, actor, "override.remove", f"id={override_id}", now, row.tenant_name)
+
+    # --- audit, settings, notifications ----------------------------------------------------
+
+    def list_audit(self, tenant: str | None = None, limit: int = 200) -> list[AuditEntry]:
+        query = select(t.audit_log).order_by(t.audit_log.c.id.desc()).limit(limit)
+        if tenant is not None:
+            query = query.where(t.audit_log.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AuditEntry(r.id, _aware(r.at), r.actor, r.tenant, r.action, r.detail) for r in rows]
+
+    def get_setting(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).first()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str, actor: str, now: datetime) -> None:
+        with self.tx() as conn:
+            changed = conn.execute(
+                update(t.settings)
+                .where(t.settings.c.key == key)
+                .values(value=value, updated_at=to_db(now))
+            ).rowcount
+            if not changed:
+                conn.execute(insert(t.settings).values(key=key, value=value, updated_at=to_db(now)))
+            self.audit(conn, actor, "setting.set", key, now, None)
+
+    def claim_notification(
+        self, event_key: str, tenant: str, server: str | None, event: str, body: str, now: datetime
+    ) -> bool:
+        """Record a notification event once; ``False`` if any node recorded it before."""
+        with self.tx() as conn:
+            tenant_id = self._tenant_id(conn, tenant)
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(t.notifications).values(
+                            event_key=event_key,
+                            tenant_id=tenant_id,
+                            server=server,
+                            event=event,
+                            created_at=to_db(now),
+                            attempts=0,
+                            body=body,
+                        )
+                    )
+            except IntegrityError:
+                return False
+        return True
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    @staticmethod
+    def hash_token(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def add_token(
+        self, token: str, role: str, tenant: str | None, label: str, actor: str, now: datetime
+    ) -> None:
+        if role not in ("operator", "tenant-admin"):
+            raise StoreError("role must be operator or tenant-admin")
+        if role == "tenant-admin" and tenant is None:
+            raise StoreError("a tenant-admin token needs --tenant")
+        with self.tx() as conn:
+            tenant_id = self._tenant_id(conn, tenant) if tenant else None
+            conn.execute(
+                insert(t.tokens).values(
+                    token_hash=self.hash_token(token),
+                    tenant_id=tenant_id,
+                    role=role,
+                    label=label,
+                    created_at=to_db(now),
+                )
+            )
+            self.audit(conn, actor, "token.create", f"role={role} label={label}", now, tenant)
+
+    def lookup_token(self, token: str) -> tuple[str, str | None] | None:
+        """(role, tenant) of a valid token, or ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.tokens.c.role, t.tenants.c.name)
+                .outerjoin(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
+                .where(
+                    t.tokens.c.token_hash == self.hash_token(token),
+                    t.tokens.c.revoked_at.is_(None),
+                )
+            ).first()
+        return None if row is None else (str(row[0]), row[1])
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let pysqlite leave transaction control to SQLAlchemy's "begin" event below.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

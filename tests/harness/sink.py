@@ -91,7 +91,7 @@ class _Handler:
         reply = self._rule("MAIL", envelope, address)
         if reply:
             return reply
-        envelope.mail_from = address
+        envelope.mail_from = "" if address == "<>" else address  # null sender -> ""
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 

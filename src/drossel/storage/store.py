@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -183,7 +182,13 @@ class Store:
             return self._tenant_id(conn, name)
 
     def audit(
-        self, conn: Connection, actor: str, action: str, detail: str, now: datetime, tenant: str | None
+        self,
+        conn: Connection,
+        actor: str,
+        action: str,
+        detail: str,
+        now: datetime,
+        tenant: str | None,
     ) -> None:
         conn.execute(
             insert(t.audit_log).values(
@@ -394,6 +399,21 @@ class Store:
         assert stored is not None
         return stored
 
+    def touch_server(self, tenant: str, fqdn: str, seen: datetime) -> None:
+        """Advance last-seen (batched from the hot path); never moves it backwards."""
+        with self.tx() as conn:
+            row = conn.execute(
+                select(t.servers.c.id, t.servers.c.last_seen, t.servers.c.build)
+                .join(t.tenants, t.tenants.c.id == t.servers.c.tenant_id)
+                .where(t.tenants.c.name == tenant, t.servers.c.fqdn == fqdn)
+            ).first()
+            if row is None or _aware(row.last_seen) >= seen:
+                return
+            conn.execute(
+                update(t.servers).where(t.servers.c.id == row.id).values(last_seen=to_db(seen))
+            )
+            self._touch_build(conn, row.id, row.build, seen)
+
     def _touch_build(self, conn: Connection, server_id: int, build: str, seen: datetime) -> None:
         key = (t.build_history.c.server_id == server_id, t.build_history.c.build == build)
         row = conn.execute(select(t.build_history.c.id).where(*key)).first()
@@ -552,7 +572,9 @@ class Store:
             )
         return Pause(pause_id, tenant, new.start, new.end, names)
 
-    def end_pause(self, pause_id: int, actor: str, now: datetime, tenant: str | None = None) -> Pause:
+    def end_pause(
+        self, pause_id: int, actor: str, now: datetime, tenant: str | None = None
+    ) -> Pause:
         """End a pause today (unused days go back to the budget); a future pause is cancelled."""
         with self.tx() as conn:
             row = conn.execute(
@@ -751,10 +773,6 @@ class Store:
                 )
             ).first()
         return None if row is None else (str(row[0]), row[1])
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

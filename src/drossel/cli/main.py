@@ -1,0 +1,653 @@
+"""``drossel``: the operator command line.
+
+Every command accepts ``--config FILE``, ``--db URL`` and ``--at``/``--now`` (a fixed clock for
+tests and demos).  Errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from drossel.catalog_source import install_catalog, load_catalog, packaged_catalog
+from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
+from drossel.core.assessment import assess
+from drossel.core.build import Build
+from drossel.core.catalog import CatalogError
+from drossel.core.decision import ConnectionFacts, Snapshot, decide, observe
+from drossel.core.detection import detect
+from drossel.core.policy import PolicyError
+from drossel.core.schedule import EnforcementClock, Pause, midnight, stage_at
+from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
+from drossel.storage.store import CONNECTOR_TYPES, Store, StoreError
+
+EXIT_ERROR = 2
+
+
+class CliError(Exception):
+    """A usage or input problem; printed as one line."""
+
+
+class Context:
+    """What a command needs: parsed options, configuration, clock, and (lazily) the store."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config: Config = load_config(getattr(args, "config", None))
+        self.clock = make_clock(getattr(args, "at", None))
+        self._store: Store | None = None
+
+    @property
+    def now(self) -> Any:
+        return self.clock()
+
+    @property
+    def actor(self) -> str:
+        try:
+            return f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):
+            return "cli"
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(database_url(self.config, getattr(self.args, "db", None)))
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()
+
+
+def open_store(url: str, migrate_sqlite: bool = True) -> Store:
+    """Open the state; the embedded SQLite default is created/upgraded on the spot."""
+    store = Store(url)
+    if store.is_sqlite and migrate_sqlite:
+        upgrade(store.engine)
+    else:
+        check(store.engine)
+    return store
+
+
+def emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*headers)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(t)
+
+
+# --- detection, assessment, simulation, check -----------------------------------------------
+
+
+def _read_input(name: str | None) -> bytes:
+    if name in (None, "-"):
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {name}: {exc.strerror}") from None
+
+
+def cmd_detect(ctx: Context) -> int:
+    detection = detect(_read_input(ctx.args.file), ctx.config.policy.trusted_hosts)
+    if ctx.args.json:
+        emit(detection.to_json())
+        return 0
+    table(
+        [(h.by, h.from_, h.build, h.product, h.kind, h.cloud) for h in detection.hops],
+        ["by", "from", "build", "product", "kind", "cloud"],
+    )
+    for label, server in (("connecting", detection.connecting), ("origin", detection.origin)):
+        text = f"{server.server} {server.product} {server.build}" if server else "none"
+        print(f"{label}: {text}")
+    return 0
+
+
+def _catalog(ctx: Context) -> Any:
+    url = database_url(ctx.config, getattr(ctx.args, "db", None))
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return packaged_catalog()
+    return load_catalog(ctx.store())
+
+
+def cmd_assess(ctx: Context) -> int:
+    build = Build.parse(ctx.args.build)
+    if build is None:
+        raise CliError(f"not an Exchange build number: {ctx.args.build!r} (e.g. 15.2.1748.39)")
+    result = assess(build, ctx.now.date(), _catalog(ctx), ctx.config.policy)
+    if ctx.args.json:
+        emit(result.to_json())
+    else:
+        for key, value in result.to_json().items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _pause_spec(text: str) -> tuple[int, int]:
+    try:
+        start, days = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise CliError(f"--pause takes START_DAY:DAYS, got {text!r}") from None
+    if start < 0 or days < 1:
+        raise CliError(f"--pause {text}: START_DAY must be >= 0 and DAYS >= 1")
+    return start, days
+
+
+def cmd_simulate(ctx: Context) -> int:
+    policy = ctx.config.policy
+    if not 0 < ctx.args.days <= 3650:
+        raise CliError("--days must be between 1 and 3650")
+    origin = date(2000, 1, 3)
+    pauses = [
+        Pause(None, "sim", origin + timedelta(days=s), origin + timedelta(days=s + d))
+        for s, d in map(_pause_spec, ctx.args.pause or [])
+    ]
+    clock = EnforcementClock(midnight(origin))
+    rows = []
+    for day in range(ctx.args.days):
+        now = midnight(origin + timedelta(days=day))
+        info = stage_at(policy, clock, now, pauses)
+        paused = any(p.active_at(now) for p in pauses)
+        rows.append(
+            {
+                "day": day,
+                "stage": info.number,
+                "throttle_minutes": 0 if paused else info.stage.throttle_minutes,
+                "block_minutes": 0 if paused else info.stage.block_minutes,
+                "paused": paused,
+            }
+        )
+    if ctx.args.json:
+        emit(rows)
+    else:
+        table(
+            [tuple(r.values()) for r in rows],
+            ["day", "stage", "throttle min/h", "block min/h", "paused"],
+        )
+    return 0
+
+
+def cmd_check(ctx: Context) -> int:
+    """Whole pipeline once, without touching any state."""
+    now = ctx.now
+    first_seen = parse_moment(ctx.args.first_seen) if ctx.args.first_seen else now
+    if first_seen > now:
+        raise CliError("--first-seen must not be after --at")
+    policy = ctx.config.policy
+    catalog = _catalog(ctx)
+    detection = detect(_read_input(ctx.args.file), policy.trusted_hosts)
+    facts = ConnectionFacts(tenant=ctx.args.tenant, connector_type=ctx.args.connector_type)
+    assessment = None
+    snapshot = Snapshot()
+    if detection.connecting is not None:
+        server = detection.connecting
+        assessment = assess(server.build, now.date(), catalog, policy)
+        first = observe(None, facts, server, assessment, first_seen, policy)
+        record = observe(first, facts, server, assessment, now, policy)
+        snapshot = Snapshot(record=record)
+    verdict = decide(detection, facts, snapshot, now, policy, catalog, assessment)
+    result = {
+        "detection": detection.to_json(),
+        "assessment": assessment.to_json() if assessment else None,
+        "verdict": verdict.to_json(),
+    }
+    if ctx.args.json:
+        emit(result)
+    else:
+        v = verdict
+        print(f"{v.action}: {v.code or ''} {v.enhanced_code or ''} {v.text or v.reason}".strip())
+    return 0
+
+
+# --- catalog ----------------------------------------------------------------------------------
+
+
+def cmd_catalog(ctx: Context) -> int:
+    catalog = _catalog(ctx)
+    releases = catalog.search(ctx.args.search) if ctx.args.search else list(catalog.releases)
+    if ctx.args.product:
+        releases = [r for r in releases if r.product.lower() == ctx.args.product.lower()]
+    rows = [
+        {
+            "product": r.product,
+            "update_name": r.update_name,
+            "build": r.build.short,
+            "build_long": r.build.long,
+            "release_date": r.release_date.isoformat(),
+            "kind": r.kind,
+        }
+        for r in releases
+    ]
+    if ctx.args.json:
+        emit({"version": catalog.version, "releases": rows})
+    else:
+        table([tuple(r.values()) for r in rows], list(rows[0]) if rows else ["none"])
+        print(f"catalog {catalog.version}: {len(rows)} of {len(catalog.releases)} releases")
+    return 0
+
+
+def cmd_catalog_load(ctx: Context) -> int:
+    try:
+        text = Path(ctx.args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {ctx.args.file}: {exc.strerror}") from None
+    catalog = install_catalog(ctx.store(), text, ctx.actor, ctx.now, force=ctx.args.force)
+    print(f"installed catalog {catalog.version} ({len(catalog.releases)} releases)")
+    return 0
+
+
+# --- state ------------------------------------------------------------------------------------
+
+
+def cmd_report(ctx: Context) -> int:
+    from drossel.report import pause_budget, tenant_report
+
+    store = ctx.store()
+    rows = tenant_report(
+        store,
+        ctx.config.policy,
+        load_catalog(store),
+        ctx.now,
+        tenant=ctx.args.tenant,
+        include_inactive=ctx.args.all,
+    )
+    if ctx.args.json:
+        emit(rows)
+        return 0
+    table(
+        [
+            (
+                r["tenant"],
+                r["server_fqdn"],
+                r["product"],
+                r["build"],
+                r["update_name"],
+                r["status"],
+                r["stage"],
+                f"{r['throttle_minutes']}/{r['block_minutes']}",
+                (r["next_stage_start"] or "")[:10],
+                "; ".join(r["recommended_builds"]),
+            )
+            for r in rows
+        ],
+        [
+            "tenant",
+            "server",
+            "product",
+            "build",
+            "update",
+            "status",
+            "stage",
+            "thr/blk",
+            "next",
+            "install",
+        ],
+    )
+    if ctx.args.tenant:
+        budget = pause_budget(store, ctx.config.policy, ctx.args.tenant, ctx.now)
+        print(f"pause budget {budget.year}: {budget.used} of {budget.budget} days used")
+    return 0
+
+
+def cmd_tenant_add(ctx: Context) -> int:
+    tenant = ctx.store().add_tenant(
+        ctx.args.name, ctx.args.contact or [], ctx.actor, ctx.now, ctx.args.display_name or ""
+    )
+    print(f"tenant {tenant.name} added")
+    return 0
+
+
+def cmd_tenant_list(ctx: Context) -> int:
+    tenants = ctx.store().list_tenants()
+    if ctx.args.json:
+        emit([{"name": t.name, "contacts": list(t.contacts)} for t in tenants])
+    else:
+        table([(t.name, ", ".join(t.contacts)) for t in tenants], ["tenant", "contacts"])
+    return 0
+
+
+def cmd_connector_add(ctx: Context) -> int:
+    connector = ctx.store().add_connector(
+        ctx.args.tenant,
+        ctx.args.name,
+        ctx.args.type,
+        ctx.args.ip or [],
+        ctx.args.tls_name,
+        ctx.actor,
+        ctx.now,
+    )
+    print(f"connector {connector.name} added to {connector.tenant}")
+    return 0
+
+
+def cmd_connector_list(ctx: Context) -> int:
+    rows = [
+        {
+            "tenant": c.tenant,
+            "name": c.name,
+            "type": c.type,
+            "ip_ranges": list(c.ip_ranges),
+            "tls_name": c.tls_name,
+        }
+        for c in ctx.store().list_connectors()
+    ]
+    if ctx.args.json:
+        emit(rows)
+    else:
+        table(
+            [
+                (r["tenant"], r["name"], r["type"], ", ".join(r["ip_ranges"]), r["tls_name"])
+                for r in rows
+            ],
+            ["tenant", "name", "type", "ip ranges", "tls name"],
+        )
+    return 0
+
+
+def _pause_json(p: Pause) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "tenant": p.tenant,
+        "start": p.start.isoformat(),
+        "end": p.end.isoformat(),
+        "days": p.days,
+        "servers": list(p.servers) or "all",
+        "ended_early": p.ended_early,
+    }
+
+
+def cmd_pause_add(ctx: Context) -> int:
+    start = date.fromisoformat(ctx.args.start) if ctx.args.start else ctx.now.date()
+    pause = ctx.store().add_pause(
+        ctx.args.tenant,
+        start,
+        ctx.args.days,
+        ctx.args.server or [],
+        ctx.actor,
+        ctx.now,
+        ctx.config.policy.pause_budget_days,
+    )
+    if ctx.args.json:
+        emit(_pause_json(pause))
+    else:
+        print(f"pause {pause.id} for {pause.tenant}: {pause.start} until {pause.end}")
+    return 0
+
+
+def cmd_pause_list(ctx: Context) -> int:
+    pauses = [_pause_json(p) for p in ctx.store().list_pauses(ctx.args.tenant)]
+    if ctx.args.json:
+        emit(pauses)
+    else:
+        table([tuple(p.values()) for p in pauses], list(pauses[0]) if pauses else ["none"])
+    return 0
+
+
+def cmd_pause_end(ctx: Context) -> int:
+    pause = ctx.store().end_pause(ctx.args.id, ctx.actor, ctx.now)
+    print(f"pause {pause.id} ended; it now runs {pause.start} until {pause.end}")
+    return 0
+
+
+def cmd_override_add(ctx: Context) -> int:
+    expires = parse_moment(ctx.args.expires) if ctx.args.expires else None
+    override = ctx.store().add_override(
+        ctx.args.tenant, ctx.args.server, ctx.args.reason, expires, ctx.actor, ctx.now
+    )
+    print(f"override {override.id} added")
+    return 0
+
+
+def cmd_override_list(ctx: Context) -> int:
+    rows = [
+        {
+            "id": o.id,
+            "tenant": o.tenant,
+            "server": o.server,
+            "reason": o.reason,
+            "expires": o.expires.isoformat() if o.expires else None,
+        }
+        for o in ctx.store().list_overrides(ctx.now)
+    ]
+    if ctx.args.json:
+        emit(rows)
+    else:
+        table([tuple(r.values()) for r in rows], list(rows[0]) if rows else ["none"])
+    return 0
+
+
+def cmd_override_remove(ctx: Context) -> int:
+    ctx.store().remove_override(ctx.args.id, ctx.actor, ctx.now)
+    print(f"override {ctx.args.id} removed")
+    return 0
+
+
+def cmd_db_upgrade(ctx: Context) -> int:
+    store = Store(database_url(ctx.config, ctx.args.db))
+    upgrade(store.engine)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_token_create(ctx: Context) -> int:
+    import secrets
+
+    if bool(ctx.args.tenant) == bool(ctx.args.operator):
+        raise CliError("give either --tenant T or --operator")
+    token = "drs_" + secrets.token_urlsafe(32)
+    role = "operator" if ctx.args.operator else "tenant-admin"
+    ctx.store().add_token(token, role, ctx.args.tenant, ctx.args.label or "", ctx.actor, ctx.now)
+    print(token)
+    return 0
+
+
+def cmd_audit(ctx: Context) -> int:
+    rows = [
+        {
+            "at": e.at.isoformat(),
+            "actor": e.actor,
+            "tenant": e.tenant,
+            "action": e.action,
+            "detail": e.detail,
+        }
+        for e in ctx.store().list_audit(ctx.args.tenant)
+    ]
+    if ctx.args.json:
+        emit(rows)
+    else:
+        table([tuple(r.values()) for r in rows], list(rows[0]) if rows else ["none"])
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    parser.add_argument("--config", help="configuration file (TOML); default $DROSSEL_CONFIG")
+    parser.add_argument("--db", help="database URL; default $DROSSEL_DB or sqlite:///drossel.db")
+    parser.add_argument(
+        "--at",
+        "--now",
+        dest="at",
+        help="pretend it is this ISO 8601 time (tests and demos)",
+    )
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+Handler = Callable[[Context], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from drossel.cli import daemons
+
+    parser = argparse.ArgumentParser(
+        prog="drossel",
+        description="Report, throttle and block mail from out-of-date Exchange servers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, handler: Handler, help_: str, json_flag: bool = True, parent: Any = sub
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
+        _common(p, json_flag)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("detect", cmd_detect, "show the Exchange hops and servers in a message")
+    p.add_argument("file", nargs="?", default="-", help="message or header file, - for stdin")
+
+    p = command("assess", cmd_assess, "grade an Exchange build against the catalog")
+    p.add_argument("build", help="e.g. 15.2.1748.39 or 15.02.1748.039")
+
+    p = command("simulate", cmd_simulate, "print the enforcement schedule day by day")
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--pause", action="append", metavar="START_DAY:DAYS")
+
+    p = command("check", cmd_check, "run detection, assessment and decision once (no state)")
+    p.add_argument("file", help="message or header file, - for stdin")
+    p.add_argument("--first-seen", help="when the server was first detected (default: --at)")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--connector-type", default="Default", choices=["Default", *CONNECTOR_TYPES])
+
+    catalog = sub.add_parser("catalog", help="list, search or update the Exchange catalog")
+    _common(catalog)
+    catalog.set_defaults(handler=cmd_catalog)
+    catalog.add_argument("--search", help="text in update name or build")
+    catalog.add_argument("--product", help='e.g. "Exchange 2019"')
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", metavar="ACTION")
+    p = command("list", cmd_catalog, "list or search the catalog", parent=catalog_sub)
+    p.add_argument("--search", help="text in update name or build")
+    p.add_argument("--product", help='e.g. "Exchange 2019"')
+    p = command(
+        "load",
+        cmd_catalog_load,
+        "validate and install a newer catalog file",
+        json_flag=False,
+        parent=catalog_sub,
+    )
+    p.add_argument("file")
+    p.add_argument("--force", action="store_true", help="install even if older")
+
+    p = command("report", cmd_report, "per-server enforcement report")
+    p.add_argument("--tenant")
+    p.add_argument("--all", action="store_true", help="include servers unseen for 60 days")
+
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    p = command("add", cmd_tenant_add, "add a tenant", json_flag=False, parent=tenant)
+    p.add_argument("name")
+    p.add_argument("--contact", action="append", help="admin mail address (repeatable)")
+    p.add_argument("--display-name")
+    command("list", cmd_tenant_list, "list tenants", parent=tenant)
+
+    connector = sub.add_parser("connector", help="manage inbound connectors").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    p = command(
+        "add", cmd_connector_add, "add an inbound connector", json_flag=False, parent=connector
+    )
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--type", default="OnPremises", choices=CONNECTOR_TYPES)
+    p.add_argument("--ip", action="append", help="sender IP range in CIDR form (repeatable)")
+    p.add_argument("--tls-name", help="TLS client certificate name")
+    command("list", cmd_connector_list, "list connectors", parent=connector)
+
+    pause = sub.add_parser("pause", help="manage pauses").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    p = command("add", cmd_pause_add, "pause throttling and blocking", parent=pause)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--start", help="first paused day (YYYY-MM-DD), default today")
+    p.add_argument("--server", action="append", help="only this server (repeatable)")
+    p = command("list", cmd_pause_list, "list pauses", parent=pause)
+    p.add_argument("--tenant")
+    p = command("end", cmd_pause_end, "end a pause today", json_flag=False, parent=pause)
+    p.add_argument("id", type=int)
+
+    override = sub.add_parser("override", help="manage allow-overrides").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    p = command(
+        "add",
+        cmd_override_add,
+        "never throttle/block a server or tenant",
+        json_flag=False,
+        parent=override,
+    )
+    p.add_argument("--tenant")
+    p.add_argument("--server")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--expires", help="ISO 8601 time the override ends")
+    command("list", cmd_override_list, "list active overrides", parent=override)
+    p = command(
+        "remove", cmd_override_remove, "remove an override", json_flag=False, parent=override
+    )
+    p.add_argument("id", type=int)
+
+    p = command("audit", cmd_audit, "show the audit log")
+    p.add_argument("--tenant")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    command("upgrade", cmd_db_upgrade, "create or migrate the schema", json_flag=False, parent=db)
+
+    token = sub.add_parser("token", help="API/web tokens").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    p = command(
+        "create", cmd_token_create, "create a token (printed once)", json_flag=False, parent=token
+    )
+    p.add_argument("--tenant")
+    p.add_argument("--operator", action="store_true")
+    p.add_argument("--label")
+
+    daemons.register(sub, command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    ctx: Context | None = None
+    try:
+        ctx = Context(args)
+        return int(args.handler(ctx))
+    except (CliError, ConfigError, PolicyError, CatalogError, StoreError, SchemaOutOfDate) as exc:
+        print(f"drossel: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(f"drossel: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        return 1
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -35,6 +36,7 @@ from drossel.core.decision import (
 )
 from drossel.core.detection import DetectedServer, Detection, detect_in_headers
 from drossel.core.schedule import Pause
+from drossel.metrics import DB_ERRORS, DECISION_SECONDS, VERDICTS
 from drossel.storage.store import Connector, Store
 
 log = logging.getLogger("drossel.decision")
@@ -150,6 +152,7 @@ class Enforcer:
     ) -> Outcome:
         """Detect, assess, record and decide for one message."""
         now = now or self.clock()
+        started = time.perf_counter()
         with self._lock:
             self._maybe_refresh(now)
             facts = self.classify(client)
@@ -175,6 +178,8 @@ class Enforcer:
             verdict = decide(detection, facts, snapshot, now, self.policy, self.catalog, assessment)
             count_key = (facts.tenant, server.server, now.date(), verdict.action)
             self._counts[count_key] = self._counts.get(count_key, 0) + 1
+        DECISION_SECONDS.observe(time.perf_counter() - started)
+        VERDICTS.labels(verdict.action, server.product, str(verdict.stage or 0)).inc()
         log.info(
             "decision action=%s server=%s build=%s status=%s stage=%s tenant=%s client=%s "
             "reason=%r",
@@ -226,6 +231,7 @@ class Enforcer:
                     self.store.touch_server(record.tenant, record.server, record.last_seen)
             self.store.add_counts(counts, now)
         except Exception:
+            DB_ERRORS.labels("flush").inc()
             with self._lock:
                 for key, n in counts.items():
                     self._counts[key] = self._counts.get(key, 0) + n

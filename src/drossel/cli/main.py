@@ -25,7 +25,8 @@ from drossel.core.decision import ConnectionFacts, Snapshot, decide, observe
 from drossel.core.detection import detect
 from drossel.core.policy import PolicyError
 from drossel.core.schedule import EnforcementClock, Pause, midnight, stage_at
-from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
+from drossel.runtime import open_store, setup_logging
+from drossel.storage.migrate import SchemaOutOfDate, upgrade
 from drossel.storage.store import CONNECTOR_TYPES, Store, StoreError
 
 EXIT_ERROR = 2
@@ -63,16 +64,6 @@ class Context:
     def close(self) -> None:
         if self._store is not None:
             self._store.dispose()
-
-
-def open_store(url: str, migrate_sqlite: bool = True) -> Store:
-    """Open the state; the embedded SQLite default is created/upgraded on the spot."""
-    store = Store(url)
-    if store.is_sqlite and migrate_sqlite:
-        upgrade(store.engine)
-    else:
-        check(store.engine)
-    return store
 
 
 def emit(data: Any) -> None:
@@ -627,9 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
-    )
+    setup_logging()
     ctx: Context | None = None
     try:
         ctx = Context(args)

@@ -207,7 +207,7 @@ class MilterSession:
                 self._store_macros(cmd)
                 return b""
             case Connect():
-                self._reset_connection()
+                # No reset here: the connect macros arrived just before.
                 self._client_name = cmd.hostname
                 self._client_addr = cmd.address
                 self._client_port = cmd.port

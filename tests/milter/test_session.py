@@ -1,0 +1,320 @@
+"""Session state machine, driven with the recorded byte fixtures (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import milter_bytes as mb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from milter_helpers import (
+    CONNECTION_START,
+    EXCHANGE,
+    EXCHANGE_REPLY,
+    MESSAGE,
+    RaisingPolicy,
+    RecordingPolicy,
+    grading_policy,
+    replay,
+)
+
+from drossel.milter import ContinuePolicy, MessageContext, MilterVerdict
+from drossel.milter.framing import Packet, ProtocolError
+from drossel.milter.session import MilterSession
+
+START = b"".join(CONNECTION_START)
+ONE_MESSAGE = b"".join(MESSAGE)
+QID = "4VwKq1Zx3Tz9"
+
+
+async def test_full_exchange_exact_reply_bytes() -> None:
+    policy = grading_policy()
+    session = MilterSession(policy)
+    for chunk in (1, 16, 128, 4096):
+        session = MilterSession(policy)
+        assert await replay(session, EXCHANGE, chunk) == EXCHANGE_REPLY
+        assert session.closed
+
+
+async def test_context_seen_by_policy() -> None:
+    policy = grading_policy()
+    await replay(MilterSession(policy), EXCHANGE)
+    (rcpt_ctx,) = policy.rcpt_calls
+    assert rcpt_ctx.recipients == ["<ops@example.net>"]
+    assert rcpt_ctx.headers == []
+    (ctx,) = policy.eoh_calls
+    assert ctx.client_addr == "203.0.113.25"
+    assert ctx.client_port == 49319
+    assert ctx.client_name == "mail.contoso.example"
+    assert ctx.helo == "mail.contoso.example"
+    assert ctx.mail_from == "<alerts@contoso.example>"
+    assert ctx.recipients == ["<ops@example.net>"]
+    assert ctx.macros == {
+        "j": "mx.example.net",
+        "daemon_name": "mx.example.net",
+        "client_addr": "203.0.113.25",
+        "client_name": "mail.contoso.example",
+        "tls_version": "TLSv1.2",
+        "cert_subject": "CN=mail.contoso.example",
+        "i": QID,
+    }
+    assert [name for name, _ in ctx.headers] == [
+        "Received",
+        "Received",
+        "From",
+        "Subject",
+        "X-MS-Has-Attach",
+    ]
+    assert ctx.headers[1][1] == (
+        "from EX02.contoso.example (10.0.0.6) by\n\tmail.contoso.example (203.0.113.25)"
+        " with Microsoft SMTP Server id\n\t15.1.2507.39 via Frontend Transport;"
+        " Tue, 4 Jun 2024 10:00:01 +0200"
+    )
+    assert ctx.headers[3] == ("Subject", "Disk C: 95% full on EX01")
+    assert ctx.headers[4] == ("X-MS-Has-Attach", "")
+
+
+async def test_policy_snapshot_is_isolated() -> None:
+    class Mutating(RecordingPolicy):
+        async def on_recipient(self, ctx: MessageContext) -> MilterVerdict:
+            ctx.recipients.append("<evil@x>")
+            ctx.macros["i"] = "changed"
+            return await super().on_recipient(ctx)
+
+    policy = Mutating()
+    await replay(MilterSession(policy), EXCHANGE)
+    assert policy.eoh_calls[0].recipients == ["<ops@example.net>"]
+    assert policy.eoh_calls[0].macros["i"] == QID
+
+
+@pytest.mark.parametrize(
+    ("verdict", "eoh_reply", "eob_reply"),
+    [
+        (MilterVerdict("continue"), mb.R_CONTINUE, mb.R_CONTINUE),
+        (MilterVerdict("accept"), mb.R_ACCEPT, mb.R_CONTINUE),
+        (MilterVerdict("tempfail"), mb.R_TEMPFAIL, mb.R_CONTINUE),
+        (MilterVerdict("reject"), mb.R_REJECT, mb.R_CONTINUE),
+        (
+            MilterVerdict("tempfail", 450, "4.7.230", "Exchange 15.1.2507 is 42% out\r\nof date"),
+            mb.R_REPLY_450,
+            mb.R_CONTINUE,
+        ),
+        (
+            MilterVerdict("continue", add_headers=(("X-Drossel-Grade", "B (Exchange 2016 CU23)"),)),
+            mb.R_CONTINUE,
+            mb.R_ADDHEADER_GRADE + mb.R_CONTINUE,
+        ),
+        # A reply code is meaningless for continue/accept and ignored.
+        (MilterVerdict("accept", 250, "2.0.0", "ok"), mb.R_ACCEPT, mb.R_CONTINUE),
+        # Inconsistent or malformed codes fall back to the bare action.
+        (MilterVerdict("tempfail", 550, "5.7.230", "x"), mb.R_TEMPFAIL, mb.R_CONTINUE),
+        (MilterVerdict("reject", 550, "4.7.230", "x"), mb.R_REJECT, mb.R_CONTINUE),
+        (MilterVerdict("reject", 250), mb.R_REJECT, mb.R_CONTINUE),
+    ],
+)
+async def test_end_of_headers_verdicts(
+    verdict: MilterVerdict, eoh_reply: bytes, eob_reply: bytes
+) -> None:
+    session = MilterSession(RecordingPolicy(eoh=verdict))
+    out = await replay(session, EXCHANGE)
+    assert out == mb.R_OPTNEG + mb.R_CONTINUE + eoh_reply + eob_reply
+
+
+async def test_exact_sanitised_450_reply() -> None:
+    verdict = MilterVerdict("tempfail", 450, "4.7.230", "Exchange 15.1.2507 is 42% out\r\nof date")
+    session = MilterSession(RecordingPolicy(eoh=verdict))
+    await replay(session, START + ONE_MESSAGE[: ONE_MESSAGE.index(mb.MACRO_EOH)])
+    assert await replay(session, mb.EOH) == (
+        b"\x00\x00\x004y450 4.7.230 Exchange 15.1.2507 is 42%% out of date\x00"
+    )
+
+
+async def test_reject_at_rcpt_drops_that_recipient() -> None:
+    second_rcpt = b"\x00\x00\x00\x12R<cc@example.net>\x00"
+    rejected = MilterVerdict("reject", 550, "5.7.230", "Exchange too old")
+
+    class FirstRejected(RecordingPolicy):
+        async def on_recipient(self, ctx: MessageContext) -> MilterVerdict:
+            await super().on_recipient(ctx)
+            return rejected if len(self.rcpt_calls) == 1 else MilterVerdict("continue")
+
+    policy = FirstRejected()
+    session = MilterSession(policy)
+    await replay(session, START + mb.MACRO_MAIL + mb.MAIL)
+    assert await replay(session, mb.RCPT) == b"\x00\x00\x00\x1ey550 5.7.230 Exchange too old\x00"
+    assert await replay(session, second_rcpt) == mb.R_CONTINUE
+    assert await replay(session, mb.EOH) == mb.R_CONTINUE
+    assert policy.eoh_calls[0].recipients == ["<cc@example.net>"]
+
+
+async def test_two_messages_with_abort_between() -> None:
+    policy = grading_policy()
+    second = ONE_MESSAGE.replace(b"<ops@example.net>", b"<it1@example.net>")
+    data = START + ONE_MESSAGE[: ONE_MESSAGE.index(mb.MACRO_EOH)] + mb.ABORT + second + mb.QUIT
+    out = await replay(MilterSession(policy), data)
+    assert out == (
+        mb.R_OPTNEG
+        + mb.R_CONTINUE  # RCPT, message 1 (then aborted before EOH)
+        + mb.R_CONTINUE  # RCPT, message 2
+        + mb.R_CONTINUE  # EOH: headers pending
+        + mb.R_ADDHEADER_GRADE
+        + mb.R_ACCEPT
+    )
+    (ctx,) = policy.eoh_calls
+    assert ctx.recipients == ["<it1@example.net>"]
+    assert len(ctx.headers) == 5  # not 10: message 1's headers were dropped
+    assert ctx.client_addr == "203.0.113.25"
+    assert ctx.macros["tls_version"] == "TLSv1.2"
+
+
+async def test_abort_drops_message_macros_keeps_connection_macros() -> None:
+    session = MilterSession(ContinuePolicy())
+    await replay(session, START + mb.MACRO_MAIL + mb.MAIL + mb.ABORT)
+    macros = session.context().macros
+    assert "i" not in macros
+    assert macros["client_addr"] == "203.0.113.25"
+    assert session.context().mail_from is None
+
+
+async def test_next_message_without_abort_resets_state() -> None:
+    # Postfix sends no ABORT after a complete message or a final reply.
+    policy = RecordingPolicy(eoh=MilterVerdict("reject"))
+    second_mail_macro = struct.pack(">I", 16) + b"DMi\x00SECONDQUEUE\x00"
+    rest = ONE_MESSAGE[ONE_MESSAGE.index(mb.MAIL) :].replace(mb.MACRO_EOB + mb.BODYEOB, b"")
+    data = START + ONE_MESSAGE.replace(mb.MACRO_EOB + mb.BODYEOB, b"") + second_mail_macro + rest
+    await replay(MilterSession(policy), data)
+    first, second = policy.eoh_calls
+    assert len(first.headers) == len(second.headers) == 5
+    assert second.recipients == ["<ops@example.net>"]
+    # MACRO 'M' started the new message and must survive the MAIL that follows.
+    assert second.macros["i"] == QID  # later stages repeat the original id
+    assert "tls_version" in second.macros
+
+
+async def test_mail_macros_of_new_message_survive() -> None:
+    session = MilterSession(ContinuePolicy())
+    new_macro = struct.pack(">I", 16) + b"DMi\x00SECONDQUEUE\x00"
+    await replay(session, START + ONE_MESSAGE[: ONE_MESSAGE.index(mb.MACRO_EOH)])
+    await replay(session, new_macro + mb.MAIL)
+    ctx = session.context()
+    assert ctx.macros["i"] == "SECONDQUEUE"
+    assert ctx.headers == []
+    assert ctx.recipients == []
+
+
+async def test_policy_exception_continues_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    out = await replay(MilterSession(RaisingPolicy()), EXCHANGE)
+    assert out == mb.R_OPTNEG + mb.R_CONTINUE + mb.R_CONTINUE + mb.R_CONTINUE
+    assert "database is down" in caplog.text
+    assert f"queue_id={QID}" in caplog.text
+
+
+async def test_policy_exception_tempfail_when_configured() -> None:
+    session = MilterSession(RaisingPolicy(), on_policy_error="tempfail")
+    out = await replay(session, EXCHANGE)
+    assert out == mb.R_OPTNEG + mb.R_TEMPFAIL + mb.R_TEMPFAIL + mb.R_CONTINUE
+
+
+async def test_slow_policy_times_out_to_continue() -> None:
+    class Slow(RecordingPolicy):
+        async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
+            await asyncio.sleep(10)
+            return MilterVerdict("reject")
+
+    session = MilterSession(Slow(), policy_timeout=0.05)
+    out = await replay(session, EXCHANGE)
+    assert out == mb.R_OPTNEG + mb.R_CONTINUE + mb.R_CONTINUE + mb.R_CONTINUE
+
+
+async def test_policy_returning_garbage_is_a_policy_error() -> None:
+    class Garbage(RecordingPolicy):
+        async def on_recipient(self, ctx: MessageContext) -> MilterVerdict:
+            return "reject"  # type: ignore[return-value]
+
+    session = MilterSession(Garbage(), on_policy_error="tempfail")
+    await replay(session, START + mb.MACRO_MAIL + mb.MAIL)
+    assert await replay(session, mb.RCPT) == mb.R_TEMPFAIL
+
+
+def optneg(version: int, actions: int, protocol: int) -> bytes:
+    return struct.pack(">IcIII", 13, b"O", version, actions, protocol)
+
+
+async def test_old_mta_without_noreply_gets_a_reply_for_everything() -> None:
+    session = MilterSession(grading_policy())
+    data = optneg(2, 0x3F, 0x7F) + b"".join(CONNECTION_START[1:]) + ONE_MESSAGE + mb.QUIT
+    out = await replay(session, data)
+    # version 2, ADDHDRS only (no SETSYMLIST offered), NOBODY only (no NR_*).
+    assert out == (
+        b"\x00\x00\x00\x0dO\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x10"
+        + mb.R_CONTINUE * 3  # CONNECT, HELO, MAIL
+        + mb.R_CONTINUE  # RCPT
+        + mb.R_CONTINUE * 5  # five headers
+        + mb.R_CONTINUE  # EOH, header pending
+        + mb.R_ADDHEADER_GRADE
+        + mb.R_ACCEPT
+    )
+
+
+async def test_headers_dropped_when_mta_forbids_adding(caplog: pytest.LogCaptureFixture) -> None:
+    session = MilterSession(grading_policy())
+    data = optneg(6, 0x100, 0x1FFFFF) + EXCHANGE[len(mb.OPTNEG) :]
+    out = await replay(session, data)
+    assert out[len(out) - 2 * len(mb.R_CONTINUE) :] == mb.R_ACCEPT + mb.R_CONTINUE
+    assert b"X-Drossel" not in out
+    assert "did not allow adding headers" in caplog.text
+
+
+async def test_invalid_policy_header_name_is_skipped() -> None:
+    verdict = MilterVerdict("accept", add_headers=(("Bad Name", "x"), ("X-Ok", "1\r\n2")))
+    out = await replay(MilterSession(RecordingPolicy(eoh=verdict)), EXCHANGE)
+    assert out.endswith(
+        mb.R_CONTINUE + b"\x00\x00\x00\x0ahX-Ok\x001 2\x00" + mb.R_ACCEPT
+    )
+
+
+async def test_quit_nc_resets_connection_but_keeps_negotiation() -> None:
+    session = MilterSession(ContinuePolicy())
+    await replay(session, START + b"\x00\x00\x00\x01K")
+    assert session.negotiated
+    assert session.context().client_addr is None
+    assert session.context().macros == {}
+    assert await replay(session, mb.CONNECT + mb.MACRO_MAIL + mb.MAIL + mb.RCPT) == mb.R_CONTINUE
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (mb.HELO, "before OPTNEG"),
+        (optneg(1, 0x1FF, 0x1FFFFF), "unsupported MTA protocol version 1"),
+        (mb.OPTNEG + mb.QUIT + mb.HELO, "after QUIT"),
+    ],
+)
+async def test_protocol_violations(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        await replay(MilterSession(ContinuePolicy()), data)
+
+
+def test_on_policy_error_is_validated() -> None:
+    with pytest.raises(ValueError):
+        MilterSession(ContinuePolicy(), on_policy_error="accept")  # type: ignore[arg-type]
+
+
+commands = st.sampled_from(list(b"ABCDEHKLMNOQRTU") + [0, 0x7F, 0xFF])
+
+
+@settings(max_examples=300, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(commands, st.binary(max_size=40)), max_size=30))
+def test_random_packets_only_raise_protocol_errors(packets: list[tuple[int, bytes]]) -> None:
+    async def run() -> None:
+        session = MilterSession(grading_policy())
+        await session.handle(Packet(b"O", mb.OPTNEG[5:]))
+        for cmd, payload in packets:
+            try:
+                await session.handle(Packet(bytes([cmd]), payload))
+            except ProtocolError:
+                return
+
+    asyncio.run(run())

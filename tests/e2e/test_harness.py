@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from harness.postfix import (
     AUTHOR,
     AUTHOR_DOMAIN,
@@ -46,7 +47,7 @@ class MiniMilter:
             while True:
                 (length,) = struct.unpack("!I", await reader.readexactly(4))
                 packet = await reader.readexactly(length)
-                cmd, data = packet[:1], packet[1:]
+                cmd = packet[:1]
                 self.commands.append(cmd.decode())
                 if cmd == b"O":  # OPTNEG: version 6, no actions, all protocol steps
                     send(b"O", struct.pack("!III", 6, 0, 0))
@@ -119,9 +120,12 @@ def test_client_to_receiving_postfix_to_sink(
         RECIPIENT,
         subject="direct",
         extra_headers=[
-            ("Received", "from EXCH01.author.example (10.0.0.1) by EXCH02.author.example "
-             "(10.0.0.2) with Microsoft SMTP Server id 15.2.1118.40; Mon, 1 Jan 2024 "
-             "00:00:00 +0000"),
+            (
+                "Received",
+                "from EXCH01.author.example (10.0.0.1) by EXCH02.author.example "
+                "(10.0.0.2) with Microsoft SMTP Server id 15.2.1118.40; Mon, 1 Jan 2024 "
+                "00:00:00 +0000",
+            ),
             ("X-Drossel-Test", "intact"),
         ],
     )
@@ -194,8 +198,10 @@ def test_milter_450_keeps_mail_deferred_in_sending_queue(
     assert {"O", "C", "M", "R", "N"} <= set(milter.commands)
 
     # retried quickly (queue_run_delay/backoff = 1-2 s) and still deferred after flush
+    attempts = send.log_text().count("status=deferred")
     send.flush()
-    send.wait_log("status=deferred", timeout=5)
+    send.wait_log("status=deferred", timeout=5, count=attempts + 1)
+    assert "4.7.230" in send.deferred_reasons()[0]
     assert sink.messages == []
     assert author_sink.messages == []
 
@@ -236,9 +242,7 @@ def test_milter_550_bounces_to_author_with_dsn(
     assert AUTHOR_DOMAIN in ndr.rcpt_tos[0]
 
 
-@pytest.mark.parametrize(
-    ("default_action", "delivered"), [("accept", True), ("tempfail", False)]
-)
+@pytest.mark.parametrize(("default_action", "delivered"), [("accept", True), ("tempfail", False)])
 def test_milter_unreachable_default_action(
     default_action: str,
     delivered: bool,
@@ -258,4 +262,4 @@ def test_milter_unreachable_default_action(
         (entry,) = send.wait_deferred("4.7.1", timeout=15)
         assert "451" in entry["recipients"][0]["delay_reason"]
         assert sink.messages == []
-    assert "milter" in recv.log_text()
+    assert f"connect to Milter service inet:127.0.0.1:{closed_port}" in recv.log_text()

@@ -31,8 +31,8 @@ from typing import Any
 __all__ = [
     "AUTHOR",
     "AUTHOR_DOMAIN",
-    "RECIPIENT",
     "POSTFIX_SBIN",
+    "RECIPIENT",
     "PostfixError",
     "PostfixInstance",
     "find_free_port",
@@ -291,6 +291,11 @@ class PostfixInstance:
         lines = [f"{k} = {v}" for k, v in self.main_cf().items()]
         (self.config_dir / "main.cf").write_text("\n".join(lines) + "\n")
         (self.config_dir / "master.cf").write_text(self.master_cf())
+        # Postfix refuses to read a table/config file whose mtime is "now" (it sleeps in
+        # 300 ms steps until the file looks stable, seconds per command).  Backdate them.
+        past = time.time() - 10
+        for f in ("main.cf", "master.cf"):
+            os.utime(self.config_dir / f, (past, past))
 
     # -- commands --------------------------------------------------------------------
     def run(
@@ -451,15 +456,17 @@ class PostfixInstance:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def wait_log(self, needle: str, timeout: float = 15.0) -> str:
+    def wait_log(self, needle: str, timeout: float = 15.0, count: int = 1) -> str:
+        """Wait until ``needle`` occurs at least ``count`` times in the maillog."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.log_text()
-            if needle in text:
+            if text.count(needle) >= count:
                 return text
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"{self.name}: {needle!r} not logged within {timeout}s\n{self.log_tail()}"
+                    f"{self.name}: {needle!r} not logged {count}x within {timeout}s\n"
+                    f"{self.log_tail()}"
                 )
             time.sleep(0.1)
 

@@ -80,7 +80,7 @@ class _Handler:
             return rule(*args)
         return rule
 
-    async def handle_MAIL(  # noqa: N802 - aiosmtpd hook name
+    async def handle_MAIL(
         self,
         server: SMTP,
         session: Session,
@@ -91,11 +91,11 @@ class _Handler:
         reply = self._rule("MAIL", envelope, address)
         if reply:
             return reply
-        envelope.mail_from = "" if address == "<>" else address  # null sender -> ""
+        envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
-    async def handle_RCPT(  # noqa: N802
+    async def handle_RCPT(
         self,
         server: SMTP,
         session: Session,
@@ -110,9 +110,7 @@ class _Handler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         reply = self._rule("DATA", envelope)
         if reply:
             with self.sink._cond:
@@ -123,7 +121,8 @@ class _Handler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         msg = ReceivedMessage(
-            mail_from=envelope.mail_from or "",
+            # aiosmtpd reports the null sender as "<>"; store it as ""
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
             data=bytes(raw),
             peer=session.peer,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Sequence
 
@@ -43,9 +44,7 @@ CONNECTION_START: Sequence[bytes] = (
 #: A whole recorded SMTP session with one message.
 EXCHANGE = b"".join((*CONNECTION_START, *MESSAGE, mb.QUIT))
 #: What drossel answers to EXCHANGE with GradingPolicy.
-EXCHANGE_REPLY = (
-    mb.R_OPTNEG + mb.R_CONTINUE + mb.R_CONTINUE + mb.R_ADDHEADER_GRADE + mb.R_ACCEPT
-)
+EXCHANGE_REPLY = mb.R_OPTNEG + mb.R_CONTINUE + mb.R_CONTINUE + mb.R_ADDHEADER_GRADE + mb.R_ACCEPT
 
 
 class RecordingPolicy:
@@ -124,7 +123,5 @@ async def talk(
         return received
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

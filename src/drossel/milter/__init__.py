@@ -3,13 +3,14 @@
 Why hand-written: there is no maintained, asyncio-native milter library to
 build on.  ``pymilter`` wraps sendmail's C libmilter, which runs callbacks in
 its own threads, so async policy code would need a thread/loop bridge per
-event.  The pure-Python asyncio implementations are young and small:
-``purepythonmilter`` is published on PyPI as "Development Status :: 3 -
-Alpha" (0.0.x), and ``kilter.service`` (asyncio/trio) is still pre-1.0.
-drossel needs only a small part of the protocol (negotiate, collect
-envelope and headers, answer at RCPT / end of headers, add headers), so
-owning ~600 lines that are tested byte-for-byte is cheaper than depending on
-an alpha framework in the mail path.
+event.  The pure-Python asyncio implementations are young, one-person
+projects: ``purepythonmilter`` (asyncio, Postfix-first) is on PyPI as 0.0.x
+classified "Development Status :: 3 - Alpha", and ``kilter.service``
+(asyncio/trio) is pre-1.0 (0.x).  drossel needs only a small part of the
+protocol (negotiate, collect envelope and headers, answer at RCPT and end of
+headers, add headers), so owning a few hundred lines of logic that are
+tested byte-for-byte is cheaper than putting an alpha framework in the mail
+path.
 
 Layers, each in its own module and tested the same way:
 

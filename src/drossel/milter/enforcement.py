@@ -1,0 +1,84 @@
+"""drossel's milter policy: the glue between the milter protocol and the enforcement engine.
+
+The protocol layer hands over connection facts, macros and headers; this module turns them into
+an :class:`~drossel.engine.Enforcer` call and the verdict into milter replies (SPEC §4).  The
+engine answers from memory for known servers, so the call runs on the event loop; only a new
+server's first detection writes to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from drossel.config import MilterConfig
+from drossel.core.decision import Verdict
+from drossel.engine import ClientInfo, Enforcer
+from drossel.milter.policy import CONTINUE_VERDICT, Action, MessageContext, MilterVerdict
+from drossel.milter.server import start_milter_server
+from drossel.runtime import run_flusher
+
+log = logging.getLogger("drossel.milter")
+
+
+def client_info(ctx: MessageContext) -> ClientInfo:
+    macros = ctx.macros
+    return ClientInfo(
+        addr=macros.get("client_addr") or ctx.client_addr,
+        name=macros.get("client_name") or ctx.client_name,
+        helo=ctx.helo,
+        tls_name=macros.get("cert_subject") or None,
+    )
+
+
+def to_milter(verdict: Verdict) -> MilterVerdict:
+    if verdict.action == "accept" or verdict.code is None:
+        return MilterVerdict("accept")
+    action: Action = "tempfail" if verdict.action == "throttle" else "reject"
+    return MilterVerdict(action, verdict.code, verdict.enhanced_code, verdict.text)
+
+
+class EnforcementPolicy:
+    """Implements :class:`drossel.milter.policy.MilterPolicy` with the engine."""
+
+    def __init__(self, enforcer: Enforcer, config: MilterConfig) -> None:
+        self.enforcer = enforcer
+        self.config = config
+
+    async def on_recipient(self, ctx: MessageContext) -> MilterVerdict:
+        if not self.config.early_refusal:
+            return CONTINUE_VERDICT
+        verdict = self.enforcer.early_block(client_info(ctx))
+        return CONTINUE_VERDICT if verdict is None else to_milter(verdict)
+
+    async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
+        outcome = self.enforcer.process(ctx.headers, client_info(ctx))
+        verdict = outcome.verdict
+        reply = to_milter(verdict)
+        if reply.action == "accept" and self.config.add_header and verdict.server is not None:
+            status = verdict.assessment.status if verdict.assessment else "unknown"
+            value = (
+                f"server={verdict.server.server}; build={verdict.server.build}; "
+                f"status={status}; stage={verdict.stage or 0}"
+            )
+            return MilterVerdict("accept", add_headers=((self.config.header_name, value),))
+        return reply
+
+
+async def serve_milter(enforcer: Enforcer, config: MilterConfig, stop: asyncio.Event) -> None:
+    """Serve the milter on ``config.listen`` until ``stop`` is set; flush state on the way out."""
+    server = await start_milter_server(
+        EnforcementPolicy(enforcer, config),
+        config.listen,
+        read_timeout=config.read_timeout,
+        on_policy_error=config.on_policy_error,
+    )
+    flusher = asyncio.create_task(run_flusher(enforcer, stop))
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        stop.set()
+        await flusher
+        log.info("milter stopped")

@@ -1,0 +1,199 @@
+"""Read/write helpers the web app and the notifier need beyond :class:`Store`'s public methods.
+
+They are written against ``store.engine`` and :mod:`drossel.storage.schema` so that the store
+stays the single owner of the business rules; nothing here changes enforcement state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from drossel.storage import schema as t
+from drossel.storage.store import Store, from_db, to_db
+
+SECRET_KEY = "web.session_secret"
+STATUSES = ("current", "behind", "unsupported", "unknown", "not_applicable")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: int
+    role: str  # "operator" or "tenant-admin"
+    tenant: str | None
+    label: str
+
+
+def token_info(store: Store, token: str) -> TokenInfo | None:
+    """Like :meth:`Store.lookup_token`, plus the token's id and label (for audit and sessions)."""
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(t.tokens.c.id, t.tokens.c.role, t.tokens.c.label, t.tenants.c.name)
+            .outerjoin(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
+            .where(
+                t.tokens.c.token_hash == Store.hash_token(token),
+                t.tokens.c.revoked_at.is_(None),
+            )
+        ).first()
+    return None if row is None else TokenInfo(int(row.id), row.role, row.name, row.label or "")
+
+
+def token_by_id(store: Store, token_id: int) -> TokenInfo | None:
+    """A still valid token by id (a session re-checks its token on every request)."""
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(t.tokens.c.id, t.tokens.c.role, t.tokens.c.label, t.tenants.c.name)
+            .outerjoin(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
+            .where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))
+        ).first()
+    return None if row is None else TokenInfo(int(row.id), row.role, row.name, row.label or "")
+
+
+def session_secret(store: Store, now: datetime) -> bytes:
+    """The key that signs session cookies, shared by every web node through the database."""
+    with store.engine.connect() as conn:
+        row = conn.execute(select(t.settings.c.value).where(t.settings.c.key == SECRET_KEY)).first()
+    if row is not None:
+        return bytes.fromhex(str(row[0]))
+    candidate = secrets.token_hex(32)
+    try:
+        with store.tx() as conn:
+            conn.execute(
+                insert(t.settings).values(key=SECRET_KEY, value=candidate, updated_at=to_db(now))
+            )
+    except IntegrityError:
+        pass  # another node was first
+    with store.engine.connect() as conn:
+        row = conn.execute(select(t.settings.c.value).where(t.settings.c.key == SECRET_KEY)).first()
+    assert row is not None
+    return bytes.fromhex(str(row[0]))
+
+
+def server_status_counts(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(t.servers.c.status, func.count()).group_by(t.servers.c.status)
+        ).all()
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update({str(status): int(n) for status, n in rows})
+    return counts
+
+
+def tenant_exists(store: Store, name: str) -> bool:
+    with store.engine.connect() as conn:
+        return (
+            conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first()
+            is not None
+        )
+
+
+# --- notifications -------------------------------------------------------------------------
+
+IN_PROGRESS = "in progress since "
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRow:
+    id: int
+    event_key: str
+    tenant: str
+    server: str | None
+    event: str
+    created_at: datetime
+    sent_at: datetime | None
+    attempts: int
+    last_error: str | None
+    body: str
+
+
+def _row(r: object) -> NotificationRow:
+    return NotificationRow(
+        r.id,  # type: ignore[attr-defined]
+        r.event_key,  # type: ignore[attr-defined]
+        r.tenant_name,  # type: ignore[attr-defined]
+        r.server,  # type: ignore[attr-defined]
+        r.event,  # type: ignore[attr-defined]
+        from_db(r.created_at),  # type: ignore[attr-defined,arg-type]
+        from_db(r.sent_at),  # type: ignore[attr-defined]
+        int(r.attempts),  # type: ignore[attr-defined]
+        r.last_error,  # type: ignore[attr-defined]
+        r.body,  # type: ignore[attr-defined]
+    )
+
+
+def _notification_query():  # type: ignore[no-untyped-def]
+    return select(t.notifications, t.tenants.c.name.label("tenant_name")).join(
+        t.tenants, t.tenants.c.id == t.notifications.c.tenant_id
+    )
+
+
+def get_notification(store: Store, event_key: str) -> NotificationRow | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            _notification_query().where(t.notifications.c.event_key == event_key)
+        ).first()
+    return None if row is None else _row(row)
+
+
+def list_notifications(store: Store, tenant: str | None = None) -> list[NotificationRow]:
+    query = _notification_query().order_by(t.notifications.c.id)
+    if tenant is not None:
+        query = query.where(t.tenants.c.name == tenant)
+    with store.engine.connect() as conn:
+        return [_row(r) for r in conn.execute(query).all()]
+
+
+def retryable_notifications(
+    store: Store, now: datetime, max_attempts: int, stale_seconds: float
+) -> list[NotificationRow]:
+    """Unsent notifications whose last attempt failed, or whose sender vanished mid-send."""
+    result = []
+    for row in list_notifications(store):
+        if row.sent_at is not None or row.attempts >= max_attempts:
+            continue
+        if row.last_error and row.last_error.startswith(IN_PROGRESS):
+            try:
+                since = datetime.fromisoformat(row.last_error.removeprefix(IN_PROGRESS))
+            except ValueError:
+                since = row.created_at
+            if (now - since).total_seconds() < stale_seconds:
+                continue  # another sender is on it right now
+        result.append(row)
+    return result
+
+
+def begin_attempt(store: Store, row_id: int, attempts: int, now: datetime) -> bool:
+    """Take the right to send (optimistic: exactly one node moves ``attempts`` on)."""
+    with store.tx() as conn:
+        changed = conn.execute(
+            update(t.notifications)
+            .where(
+                t.notifications.c.id == row_id,
+                t.notifications.c.attempts == attempts,
+                t.notifications.c.sent_at.is_(None),
+            )
+            .values(attempts=attempts + 1, last_error=IN_PROGRESS + now.isoformat())
+        ).rowcount
+    return bool(changed)
+
+
+def mark_sent(store: Store, row_id: int, now: datetime) -> None:
+    with store.tx() as conn:
+        conn.execute(
+            update(t.notifications)
+            .where(t.notifications.c.id == row_id)
+            .values(sent_at=to_db(now), last_error=None)
+        )
+
+
+def mark_failed(store: Store, row_id: int, error: str) -> None:
+    with store.tx() as conn:
+        conn.execute(
+            update(t.notifications)
+            .where(t.notifications.c.id == row_id)
+            .values(last_error=error[:2000] or "failed")
+        )

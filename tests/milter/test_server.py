@@ -1,0 +1,274 @@
+"""The asyncio server over real sockets: exact replay, isolation, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+import struct
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import milter_bytes as mb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from milter_helpers import (
+    CONNECTION_START,
+    EXCHANGE,
+    EXCHANGE_REPLY,
+    MESSAGE,
+    RaisingPolicy,
+    RecordingPolicy,
+    grading_policy,
+    talk,
+)
+
+from drossel.milter import MilterPolicy, MilterServer, MilterVerdict, start_milter_server
+from drossel.milter.server import ListenAddress, parse_listen
+
+START = b"".join(CONNECTION_START)
+ONE_MESSAGE = b"".join(MESSAGE)
+
+
+def tcp_address(server: MilterServer) -> tuple[str, int]:
+    host, port = server.sockets[0].getsockname()[:2]
+    return host, port
+
+
+async def serve(policy: MilterPolicy | None = None, **kwargs: float) -> MilterServer:
+    return await start_milter_server(policy or grading_policy(), "inet:127.0.0.1:0", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MilterServer]:
+    srv = await serve(read_timeout=2.0)
+    yield srv
+    srv.close()
+    await srv.wait_closed()
+
+
+@pytest.mark.parametrize("read_size", [1, 16, 128, 4096])
+@pytest.mark.parametrize("write_size", [1, 16, 128, 4096])
+async def test_replay_exact_bytes(write_size: int, read_size: int) -> None:
+    srv = await start_milter_server(grading_policy(), "inet:127.0.0.1:0", read_size=read_size)
+    try:
+        reply = await talk(tcp_address(srv), EXCHANGE, write_size=write_size)
+        assert reply == EXCHANGE_REPLY
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_two_messages_with_abort(server: MilterServer) -> None:
+    first = ONE_MESSAGE[: ONE_MESSAGE.index(mb.MACRO_EOH)]
+    reply = await talk(tcp_address(server), START + first + mb.ABORT + ONE_MESSAGE + mb.QUIT)
+    assert reply == (
+        mb.R_OPTNEG
+        + mb.R_CONTINUE
+        + mb.R_CONTINUE
+        + mb.R_CONTINUE
+        + mb.R_ADDHEADER_GRADE
+        + mb.R_ACCEPT
+    )
+
+
+async def test_sanitised_450_over_the_wire() -> None:
+    verdict = MilterVerdict("tempfail", 450, "4.7.230", "Exchange 15.1.2507 is 42% out\r\nof date")
+    srv = await serve(RecordingPolicy(eoh=verdict))
+    try:
+        reply = await talk(tcp_address(srv), EXCHANGE)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    assert reply == mb.R_OPTNEG + mb.R_CONTINUE + mb.R_REPLY_450 + mb.R_CONTINUE
+
+
+async def test_policy_raising_still_accepts(caplog: pytest.LogCaptureFixture) -> None:
+    srv = await serve(RaisingPolicy())
+    try:
+        reply = await talk(tcp_address(srv), EXCHANGE)
+        assert reply == mb.R_OPTNEG + mb.R_CONTINUE * 3
+        assert await talk(tcp_address(srv), EXCHANGE) == reply  # server unharmed
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    assert "database is down" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("garbage", "eof", "log_fragment"),
+    [
+        (b"\x00\x00\x00\x00O", False, "zero-length"),
+        (mb.OPTNEG + b"\x00\x00\x00\x01Z", False, "unknown command byte"),
+        (mb.OPTNEG + mb.HELO[:-3], True, "EOF inside a packet"),
+        (b"\x7f\xff\xff\xffO", False, "exceeds the limit"),
+        (b"\x00\x00\x00\x05O\x00\x00\x00\x06", False, "OPTNEG: payload of 4 bytes"),
+        (b"GET / HTTP/1.1\r\n\r\n", False, "exceeds the limit"),
+        (b"\x00\x00\x00\x0dO" + b"\x00" * 12, False, "unsupported MTA protocol version 0"),
+        (mb.OPTNEG + b"\x00\x00\x00\x02Hx", False, "HELO: payload is not NUL-terminated"),
+    ],
+)
+async def test_malformed_input_closes_only_that_connection(
+    server: MilterServer,
+    garbage: bytes,
+    eof: bool,
+    log_fragment: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "drossel.milter")
+    reply = await talk(tcp_address(server), garbage, eof=eof, timeout=3.0)
+    assert reply in (b"", mb.R_OPTNEG)  # closed, at most after negotiating
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert log_fragment in warnings[0].getMessage()
+    assert await talk(tcp_address(server), EXCHANGE) == EXCHANGE_REPLY
+
+
+async def test_stalled_client_is_closed_after_read_timeout() -> None:
+    srv = await serve(read_timeout=0.2, idle_timeout=60.0)
+    try:
+        for data in (b"", mb.OPTNEG[:7], mb.OPTNEG + mb.HELO[:5]):
+            started = time.monotonic()
+            reply = await talk(tcp_address(srv), data, timeout=5.0)
+            assert time.monotonic() - started < 2.0
+            assert reply in (b"", mb.R_OPTNEG)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_idle_between_packets_uses_idle_timeout() -> None:
+    srv = await serve(read_timeout=0.05, idle_timeout=0.5)
+    try:
+        reader, writer = await asyncio.open_connection(*tcp_address(srv))
+        writer.write(START)
+        await writer.drain()
+        assert await reader.readexactly(len(mb.R_OPTNEG)) == mb.R_OPTNEG
+        await asyncio.sleep(0.2)  # longer than read_timeout: still open
+        writer.write(mb.MACRO_MAIL + mb.MAIL + mb.RCPT)
+        await writer.drain()
+        assert await reader.readexactly(len(mb.R_CONTINUE)) == mb.R_CONTINUE
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""  # idle timeout hits
+        assert 0.3 < time.monotonic() - started < 3.0
+        writer.close()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_unix_socket_listener(tmp_path: Path) -> None:
+    path = str(tmp_path / "drossel.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)  # leaves a socket file nobody listens on
+    stale.close()
+    srv = await start_milter_server(grading_policy(), f"unix:{path}")
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+        assert await talk(path, EXCHANGE, write_size=16) == EXCHANGE_REPLY
+        with pytest.raises(OSError, match="another process is listening"):
+            await start_milter_server(grading_policy(), f"unix:{path}")
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    assert not os.path.exists(path)
+
+
+async def test_unix_listener_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-socket"
+    path.write_text("precious")
+    with pytest.raises(FileExistsError):
+        await start_milter_server(grading_policy(), f"unix:{path}")
+    assert path.read_text() == "precious"
+
+
+async def test_graceful_close_cancels_lingering_sessions_after_grace() -> None:
+    srv = await start_milter_server(grading_policy(), "inet:127.0.0.1:0", shutdown_grace=0.1)
+    reader, writer = await asyncio.open_connection(*tcp_address(srv))
+    writer.write(START)
+    await writer.drain()
+    assert await reader.readexactly(len(mb.R_OPTNEG)) == mb.R_OPTNEG
+    srv.close()
+    assert not srv.is_serving()
+    await asyncio.wait_for(srv.wait_closed(), 3.0)
+    assert await asyncio.wait_for(reader.read(), 3.0) == b""
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("inet:127.0.0.1:8891", ListenAddress("inet", "127.0.0.1", 8891)),
+        ("inet:localhost:10025", ListenAddress("inet", "localhost", 10025)),
+        ("inet:[::1]:8891", ListenAddress("inet", "::1", 8891)),
+        ("inet6:::1:8891", ListenAddress("inet6", "::1", 8891)),
+        ("inet6:[2001:db8::5]:8891", ListenAddress("inet6", "2001:db8::5", 8891)),
+        ("inet:8891@127.0.0.1", ListenAddress("inet", "127.0.0.1", 8891)),
+        (
+            "unix:/var/spool/postfix/drossel/milter",
+            ListenAddress("unix", path="/var/spool/postfix/drossel/milter"),
+        ),
+        ("local:/run/drossel.sock", ListenAddress("unix", path="/run/drossel.sock")),
+    ],
+)
+def test_parse_listen(spec: str, expected: ListenAddress) -> None:
+    assert parse_listen(spec) == expected
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "inet", "inet:", "inet:8891", "inet:host:port", "inet:h:70000", "tcp:h:1", "unix:"]
+)
+def test_parse_listen_rejects(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen(spec)
+
+
+async def test_inet6_listener() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        srv = await start_milter_server(grading_policy(), "inet6:[::1]:0")
+    except OSError:
+        pytest.skip("::1 not available")
+    try:
+        host, port = srv.sockets[0].getsockname()[:2]
+        assert await talk((host, port), EXCHANGE) == EXCHANGE_REPLY
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    prefix=st.sampled_from([b"", mb.OPTNEG, START]),
+    noise=st.binary(max_size=300),
+    lengths=st.lists(st.integers(0, 70000), max_size=3),
+)
+def test_fuzz_random_bytes_never_crash_or_hang(
+    prefix: bytes, noise: bytes, lengths: list[int]
+) -> None:
+    # Mix raw noise with plausible length prefixes so both the framing and
+    # the command parsers get exercised.
+    data = prefix + b"".join(struct.pack(">I", n) for n in lengths) + noise
+
+    async def run() -> None:
+        srv = await start_milter_server(
+            grading_policy(), "inet:127.0.0.1:0", read_timeout=0.5, max_packet=65536
+        )
+        try:
+            await talk(tcp_address(srv), data, eof=True, timeout=5.0)
+            assert await talk(tcp_address(srv), EXCHANGE) == EXCHANGE_REPLY
+        finally:
+            srv.close()
+            await srv.wait_closed()
+
+    asyncio.run(run())

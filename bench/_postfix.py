@@ -16,6 +16,7 @@ smtp-sink are shipped by Debian's ``postfix`` package in /usr/sbin).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -185,12 +186,7 @@ def run_postfix_throughput(
         t_submit = time.perf_counter() - t0
         if source.returncode != 0:
             raise RuntimeError(f"smtp-source failed ({source.returncode}): {source.stderr}")
-        remaining = max(1.0, timeout - t_submit)
-        complete = True
-        try:
-            sink_proc.wait(remaining)
-        except subprocess.TimeoutExpired:
-            complete = False
+        complete = _wait_sink(sink_proc, pf, deadline=t0 + timeout)
         elapsed = time.perf_counter() - t0
 
         counts = _log_counts(pf.log_text())
@@ -220,6 +216,49 @@ def run_postfix_throughput(
                 sink_proc.wait(5)
         if not keep_dir:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _queue_has_mail(pf: PostfixInstance) -> bool:
+    """True if any message file is in incoming/active/deferred (stops at the first)."""
+
+    def walk(path: Path) -> bool:
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        if walk(Path(entry.path)):
+                            return True
+                    else:
+                        return True
+        except FileNotFoundError:
+            pass
+        return False
+
+    return any(walk(pf.queue_dir / q) for q in ("incoming", "active", "deferred"))
+
+
+def _wait_sink(sink_proc: subprocess.Popen[bytes], pf: PostfixInstance, deadline: float) -> bool:
+    """Wait for smtp-sink to exit (all messages received) -> True.
+
+    Returns False at ``deadline`` or early when Postfix has nothing left to deliver
+    (queue empty twice in a row) although the sink is still waiting, e.g. because a
+    milter rejected messages at SMTP time.
+    """
+    empty_seen = 0
+    next_queue_check = time.perf_counter() + 1.0
+    while time.perf_counter() < deadline:
+        try:
+            sink_proc.wait(0.05)
+            return True
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.perf_counter()
+        if now >= next_queue_check:
+            next_queue_check = now + 1.0
+            empty_seen = 0 if _queue_has_mail(pf) else empty_seen + 1
+            if empty_seen >= 2:
+                return sink_proc.poll() is not None
+    return sink_proc.poll() is not None
 
 
 def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _postfix import run_postfix_throughput, unavailable_reason  # noqa: E402
+from _postfix import run_postfix_throughput, unavailable_reason
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
-    res = run_postfix_throughput(
-        None, args.messages, args.sessions, reuse_connections=args.reuse
-    )
+    res = run_postfix_throughput(None, args.messages, args.sessions, reuse_connections=args.reuse)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

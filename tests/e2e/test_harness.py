@@ -174,6 +174,23 @@ def test_client_to_sending_to_receiving_to_sink(
     send.wait_queue_empty(5)
 
 
+def test_sink_reply_codes_defer_then_deliver(
+    receiving_postfix: Callable[..., PostfixInstance], sink: SmtpSink
+) -> None:
+    sink.set_reply("DATA", "451 4.3.0 sink says later")
+    recv = receiving_postfix()
+    recv.send(make_message(AUTHOR, RECIPIENT, subject="later"), AUTHOR, [RECIPIENT])
+    (entry,) = recv.wait_deferred("4.3.0", timeout=15)
+    assert "451 4.3.0 sink says later" in entry["recipients"][0]["delay_reason"]
+    assert sink.messages == [] and sink.rejected
+
+    sink.clear_replies()
+    recv.flush()
+    (got,) = sink.wait_for(1, timeout=15)
+    assert got.header("Subject") == "later"
+    recv.wait_queue_empty(10)
+
+
 # ---------------------------------------------------------------------------------------
 # Milter plumbing (throw-away milter; drossel's real milter is tested elsewhere)
 # ---------------------------------------------------------------------------------------
@@ -229,13 +246,12 @@ def test_milter_550_bounces_to_author_with_dsn(
     assert ndr.mail_from == ""  # null sender
     assert ndr.rcpt_tos == [AUTHOR]
     assert ndr.message.get_content_type() == "multipart/report"
-    statuses = [
-        part.get("Status")
-        for part in ndr.message.walk()
-        if part.get_content_type() == "message/delivery-status"
-        for part in part.iter_parts()
-    ]
-    assert "5.7.230" in [str(s) for s in statuses if s]
+    (dsn,) = [p for p in ndr.message.walk() if p.get_content_type() == "message/delivery-status"]
+    # per-message block first, then one block per recipient
+    per_recipient = [block for block in dsn.iter_parts() if block.get("Final-Recipient")]
+    assert [str(b["Status"]) for b in per_recipient] == ["5.7.230"]
+    assert str(per_recipient[0]["Action"]) == "failed"
+    assert RECIPIENT in str(per_recipient[0]["Final-Recipient"])
     assert "550 5.7.230 blocked" in ndr.text
     send.wait_queue_empty(10)
     assert sink.messages == []

@@ -1,0 +1,182 @@
+"""State shared by the API and the pages: the app context, tenant visibility and the JSON
+shapes of every object (the pages render the same dictionaries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from fastapi import HTTPException
+
+from drossel.catalog_source import load_catalog
+from drossel.config import Clock, Config
+from drossel.core.catalog import Catalog
+from drossel.core.decision import Override, relevant_pauses
+from drossel.core.schedule import Pause
+from drossel.report import pause_budget, server_report, tenant_report
+from drossel.storage.store import AuditEntry, Connector, Store, StoredServer, Tenant
+from drossel.web.auth import LoginLimiter, Principal, Sessions
+from drossel.web.queries import session_secret, tenant_exists
+from drossel.web.views import daily_series, timeline
+
+CHART_DAYS = 90
+
+
+@dataclass
+class WebContext:
+    store: Store
+    config: Config
+    clock: Clock
+    fixed_catalog: Catalog | None
+    sessions: Sessions
+    limiter: LoginLimiter
+
+    @classmethod
+    def create(
+        cls, store: Store, config: Config, clock: Clock, catalog: Catalog | None
+    ) -> WebContext:
+        return cls(
+            store,
+            config,
+            clock,
+            catalog,
+            Sessions(session_secret(store, clock())),
+            LoginLimiter(config.web.login_attempts_per_minute),
+        )
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def catalog(self) -> Catalog:
+        return self.fixed_catalog or load_catalog(self.store)
+
+    @property
+    def budget_days(self) -> int:
+        return self.config.policy.pause_budget_days
+
+
+def not_found(what: str = "not found") -> HTTPException:
+    return HTTPException(status_code=404, detail=what)
+
+
+def require_tenant(ctx: WebContext, who: Principal, tenant: str) -> str:
+    """The tenant if ``who`` may see it; otherwise 404 (never reveal other tenants)."""
+    if len(tenant) > 200 or not who.can_see(tenant) or not tenant_exists(ctx.store, tenant):
+        raise not_found("unknown tenant")
+    return tenant
+
+
+def require_operator(who: Principal) -> None:
+    if not who.is_operator:
+        raise HTTPException(status_code=403, detail="operators only")
+
+
+def require_server(ctx: WebContext, who: Principal, tenant: str, fqdn: str) -> StoredServer:
+    require_tenant(ctx, who, tenant)
+    stored = ctx.store.get_server(tenant, fqdn) if len(fqdn) <= 255 else None
+    if stored is None:
+        raise not_found("unknown server")
+    return stored
+
+
+# --- JSON shapes ---------------------------------------------------------------------------
+
+
+def tenant_json(t: Tenant) -> dict[str, Any]:
+    return {"name": t.name, "display_name": t.display_name, "contacts": list(t.contacts)}
+
+
+def connector_json(c: Connector) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "tenant": c.tenant,
+        "name": c.name,
+        "type": c.type,
+        "ip_ranges": list(c.ip_ranges),
+        "tls_name": c.tls_name,
+    }
+
+
+def pause_json(p: Pause, now: datetime) -> dict[str, Any]:
+    today = now.date()
+    state = "ended" if p.end <= today else ("active" if p.start <= today else "planned")
+    return {
+        "id": p.id,
+        "tenant": p.tenant,
+        "start": p.start.isoformat(),
+        "end": p.end.isoformat(),
+        "days": p.days,
+        "servers": list(p.servers),
+        "all_servers": not p.servers,
+        "ended_early": p.ended_early,
+        "state": state,
+    }
+
+
+def override_json(o: Override) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "tenant": o.tenant,
+        "server": o.server,
+        "reason": o.reason,
+        "expires": o.expires.isoformat() if o.expires else None,
+    }
+
+
+def audit_json(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "actor": e.actor,
+        "tenant": e.tenant,
+        "action": e.action,
+        "detail": e.detail,
+    }
+
+
+def budget_json(ctx: WebContext, tenant: str) -> dict[str, Any]:
+    return pause_budget(ctx.store, ctx.config.policy, tenant, ctx.now()).to_json()
+
+
+def report_rows(ctx: WebContext, who: Principal, tenant: str | None, include_inactive: bool):  # type: ignore[no-untyped-def]
+    if not who.is_operator:
+        tenant = who.tenant
+    return tenant_report(
+        ctx.store, ctx.config.policy, ctx.catalog(), ctx.now(), tenant, include_inactive
+    )
+
+
+def server_detail(ctx: WebContext, stored: StoredServer) -> dict[str, Any]:
+    now = ctx.now()
+    policy = ctx.config.policy
+    pauses = ctx.store.list_pauses(stored.record.tenant)
+    report = server_report(stored, ctx.store, policy, ctx.catalog(), now, pauses)
+    counts = ctx.store.daily_counts(stored.id, now.date() - timedelta(days=CHART_DAYS - 1))
+    stages = timeline(stored, policy, now, pauses)
+    mine = relevant_pauses(pauses, stored.record.tenant, stored.record.server)
+    return {
+        "report": report,
+        "timeline": [
+            {
+                "stage": s.number,
+                "start": _iso_day(s.start),
+                "end": _iso_day(s.end),
+                "throttle_minutes": s.throttle,
+                "block_minutes": s.block,
+                "current": s.current,
+            }
+            for s in stages
+        ],
+        "pauses": [pause_json(p, now) for p in mine],
+        "daily_counts": daily_series(counts, now.date(), CHART_DAYS),
+        "build_history": [
+            {"build": b, "first_seen": f.isoformat(), "last_seen": last.isoformat()}
+            for b, f, last in ctx.store.build_history(stored.id)
+        ],
+        "evidence": stored.evidence,
+    }
+
+
+def _iso_day(d: date | None) -> str | None:
+    return d.isoformat() if d else None

@@ -1,0 +1,186 @@
+"""State store behaviour on every backend."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from drossel.core.decision import ServerRecord
+from drossel.core.schedule import budget_used
+from drossel.storage.store import Store, StoreError
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+def record(
+    first: datetime,
+    server: str = "ex01.contoso.example",
+    tenant: str = "contoso",
+    build: str = "15.1.2507.6",
+) -> ServerRecord:
+    return ServerRecord(
+        tenant=tenant,
+        server=server,
+        first_detected=first,
+        last_seen=first,
+        build=build,
+        product="Exchange 2016",
+        status="unsupported",
+        clock_start=first,
+    )
+
+
+def test_tenants_contacts_connectors(store: Store) -> None:
+    store.add_tenant("contoso", ["a@contoso.example", "b@contoso.example"], "t", NOW)
+    with pytest.raises(StoreError, match="exists already"):
+        store.add_tenant("contoso", [], "t", NOW)
+    with pytest.raises(StoreError, match="not a mail address"):
+        store.add_tenant("x", ["bad\r\naddress"], "t", NOW)
+    connector = store.add_connector(
+        "contoso",
+        "onprem",
+        "OnPremises",
+        ["192.0.2.0/24", "2001:db8::/32"],
+        "mx.contoso.example",
+        "t",
+        NOW,
+    )
+    assert connector.matches("192.0.2.7", "mx.contoso.example")
+    assert connector.matches("2001:db8::5", "MX.CONTOSO.EXAMPLE")
+    assert not connector.matches("192.0.2.7", None)
+    assert not connector.matches("198.51.100.1", "mx.contoso.example")
+    ip_only = store.add_connector("contoso", "ips", "OnPremises", ["192.0.2.0/24"], None, "t", NOW)
+    assert ip_only.matches("192.0.2.7", None) and not ip_only.matches("garbage", None)
+    with pytest.raises(StoreError, match="not an IP"):
+        store.add_connector("contoso", "bad", "OnPremises", ["300.1.1.1/8"], None, "t", NOW)
+    with pytest.raises(StoreError, match="connector type"):
+        store.add_connector("contoso", "bad", "Weird", ["192.0.2.0/24"], None, "t", NOW)
+    with pytest.raises(StoreError, match="unknown tenant"):
+        store.add_connector("nobody", "c", "Partner", ["192.0.2.0/24"], None, "t", NOW)
+    assert [t.contacts for t in store.list_tenants()] == [
+        ("a@contoso.example", "b@contoso.example")
+    ]
+
+
+def test_first_detection_keeps_the_earliest_time(store: Store) -> None:
+    later = store.save_server(record(NOW), "evidence", NOW)
+    earlier = store.save_server(record(NOW - timedelta(seconds=1)), "", NOW)
+    assert later.id == earlier.id
+    assert earlier.record.first_detected == NOW - timedelta(seconds=1)
+    assert earlier.record.clock_start == NOW - timedelta(seconds=1)
+    assert earlier.record.last_seen == NOW
+    assert [b for b, _, _ in store.build_history(earlier.id)] == ["15.1.2507.6"]
+
+
+def test_concurrent_first_detection_gives_one_record(store: Store) -> None:
+    moments = [NOW + timedelta(milliseconds=i) for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda m: store.save_server(record(m), "", NOW), moments))
+    servers = store.list_servers("contoso")
+    assert len(servers) == 1
+    assert servers[0].record.first_detected == NOW
+
+
+def test_counts_accumulate(store: Store) -> None:
+    stored = store.save_server(record(NOW), "", NOW)
+    day = NOW.date()
+    store.add_counts({("contoso", stored.record.server, day, "accept"): 3}, NOW)
+    store.add_counts(
+        {
+            ("contoso", stored.record.server, day, "accept"): 2,
+            ("contoso", stored.record.server, day, "block"): 1,
+        },
+        NOW,
+    )
+    assert store.total_counts(stored.id) == {"accept": 5, "block": 1}
+    assert store.daily_counts(stored.id, day) == {day: {"accept": 5, "block": 1}}
+
+
+def test_pause_budget_rules(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+    today = NOW.date()
+    for bad, message in [(0, "at least 1"), (-1, "at least 1"), (91, "at most 90")]:
+        with pytest.raises(StoreError, match=message):
+            store.add_pause("contoso", today, bad, [], "t", NOW, 90)
+    with pytest.raises(StoreError, match="past"):
+        store.add_pause("contoso", today - timedelta(days=1), 5, [], "t", NOW, 90)
+    with pytest.raises(StoreError, match="unknown server"):
+        store.add_pause("contoso", today, 5, ["nope.example"], "t", NOW, 90)
+    first = store.add_pause("contoso", today, 20, [], "t", NOW, 90)  # 2026-11-23..12-13
+    assert first.days == 20
+    # 2026: 20 + 18 (12-14..12-31) = 38; 2027: 50 days
+    spanning = store.add_pause("contoso", date(2026, 12, 14), 68, [], "t", NOW, 90)
+    assert spanning.end == date(2027, 2, 20)
+    with pytest.raises(StoreError, match="2027"):
+        store.add_pause("contoso", date(2027, 3, 1), 41, [], "t", NOW, 90)
+    store.add_pause("contoso", date(2027, 3, 1), 40, [], "t", NOW, 90)
+
+
+def test_ending_a_pause_early_gives_days_back(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+    start = date(2027, 1, 5)
+    pause = store.add_pause("contoso", start, 90, [], "t", NOW, 90)
+    with pytest.raises(StoreError, match="budget exceeded for 2027"):
+        store.add_pause("contoso", start + timedelta(days=91), 1, [], "t", NOW, 90)
+    later = datetime(2027, 1, 15, 9, tzinfo=UTC)
+    ended = store.end_pause(pause.id or 0, "t", later)
+    assert ended.days == 10 and ended.ended_early
+    store.add_pause("contoso", later.date(), 20, [], "t", later, 90)
+    with pytest.raises(StoreError, match="already ended"):
+        store.end_pause(pause.id or 0, "t", later)
+    actions = [e.action for e in store.list_audit("contoso")]
+    assert actions.count("pause.add") == 2 and "pause.end" in actions
+
+
+def test_concurrent_pauses_never_overspend(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+
+    def attempt(i: int) -> bool:
+        try:
+            start = date(2027, 1, 5) + timedelta(days=i * 10)
+            store.add_pause("contoso", start, 10, [], f"n{i}", NOW, 90)
+            return True
+        except StoreError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(attempt, range(20)))
+    pauses = store.list_pauses("contoso")
+    assert sum(results) == len(pauses) == 9
+    assert budget_used(pauses, 2027) == 90
+
+
+def test_overrides(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+    o = store.add_override(
+        "contoso", "EX01.contoso.example", "wrong build stamp", NOW + timedelta(days=1), "t", NOW
+    )
+    assert o.server == "ex01.contoso.example"
+    assert [x.id for x in store.list_overrides(NOW)] == [o.id]
+    assert store.list_overrides(NOW + timedelta(days=2)) == []
+    with pytest.raises(StoreError, match="future"):
+        store.add_override("contoso", None, "r", NOW - timedelta(days=1), "t", NOW)
+    with pytest.raises(StoreError, match="empty"):
+        store.add_override("contoso", None, "  ", None, "t", NOW)
+    store.remove_override(o.id or 0, "t", NOW)
+    assert store.list_overrides() == []
+    with pytest.raises(StoreError, match="unknown override"):
+        store.remove_override(o.id or 0, "t", NOW)
+
+
+def test_notifications_are_claimed_once(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+    assert store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
+    assert not store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
+
+
+def test_tokens_are_hashed(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+    store.add_token("drs_secret", "tenant-admin", "contoso", "admin", "t", NOW)
+    assert store.lookup_token("drs_secret") == ("tenant-admin", "contoso")
+    assert store.lookup_token("drs_other") is None
+    with store.engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT token_hash FROM tokens").scalar_one()
+    assert "drs_secret" not in stored

@@ -61,12 +61,20 @@ class Outcome:
 
 class Enforcer:
     def __init__(
-        self, store: Store, config: Config, clock: Clock, catalog: Catalog | None = None
+        self,
+        store: Store,
+        config: Config,
+        clock: Clock,
+        catalog: Catalog | None = None,
+        auto_refresh: bool = True,
     ) -> None:
+        """``auto_refresh`` reloads shared state on the message path once ``refresh_seconds``
+        passed; daemons turn it off and refresh from their background flusher instead."""
         self.store = store
         self.config = config
         self.policy = config.policy
         self.clock = clock
+        self.auto_refresh = auto_refresh
         self.catalog = catalog or load_catalog(store)
         self._lock = threading.RLock()
         self._records: dict[tuple[str, str], ServerRecord | None] = {}
@@ -154,7 +162,8 @@ class Enforcer:
         now = now or self.clock()
         started = time.perf_counter()
         with self._lock:
-            self._maybe_refresh(now)
+            if self.auto_refresh:
+                self._maybe_refresh(now)
             facts = self.classify(client)
             detection = detect_in_headers(headers, self.policy.trusted_hosts)
             server = detection.connecting

@@ -41,7 +41,7 @@ def open_store(url: str) -> Store:
 
 
 def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enforcer:
-    return Enforcer(open_store(database_url(config, db)), config, clock)
+    return Enforcer(open_store(database_url(config, db)), config, clock, auto_refresh=False)
 
 
 async def run_flusher(enforcer: Enforcer, stop: asyncio.Event) -> None:

@@ -1,0 +1,113 @@
+"""The engine on a real SQLite state: first detection written before the verdict, counters
+batched, pauses and overrides picked up on refresh, early refusal from memory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from drossel.config import Config
+from drossel.core.detection import parse_headers
+from drossel.core.schedule import hour_offset
+from drossel.engine import ClientInfo, Enforcer
+from drossel.runtime import open_store
+
+T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+HEADERS = parse_headers(
+    "Received: from mbx (10.0.0.2) by ex01.contoso.example (10.0.0.1) with Microsoft SMTP "
+    "Server id 15.1.2507.6; Mon, 2 Mar 2026 10:00:00 +0000\n"
+)
+CLIENT = ClientInfo(addr="192.0.2.10", name="mx.contoso.example", helo="mx.contoso.example")
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Enforcer:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    return Enforcer(store, Config(), Clock(T0))
+
+
+def test_first_detection_is_written_at_once_and_counts_on_flush(engine: Enforcer) -> None:
+    outcome = engine.process(HEADERS, CLIENT)
+    assert outcome.verdict.action == "accept" and outcome.verdict.stage == 1
+    stored = engine.store.get_server("default", "ex01.contoso.example")
+    assert stored is not None and stored.record.first_detected == T0
+    assert "15.1.2507.6" in stored.evidence
+    assert engine.store.total_counts(stored.id) == {}
+    engine.process(HEADERS, CLIENT)
+    engine.flush()
+    assert engine.store.total_counts(stored.id) == {"accept": 2}
+
+
+def test_steady_state_makes_no_database_round_trip(engine: Enforcer) -> None:
+    engine.process(HEADERS, CLIENT)
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    event.listen(engine.store.engine, "before_cursor_execute",
+                 lambda *args: statements.append(args[2]))
+    for _ in range(50):
+        engine.process(HEADERS, CLIENT)
+    assert statements == []
+
+
+def test_verdicts_follow_the_clock_and_a_pause_elsewhere(engine: Enforcer) -> None:
+    clock = engine.clock
+    assert isinstance(clock, Clock)
+    engine.process(HEADERS, CLIENT)
+    clock.now = T0 + timedelta(days=95)
+    assert engine.process(HEADERS, CLIENT).verdict.action == "block"
+    # another process (the CLI) pauses the tenant; the engine sees it after refresh_seconds
+    engine.store.add_pause("default", clock.now.date(), 10, [], "test", clock.now, 90)
+    clock.now += timedelta(seconds=2)
+    verdict = engine.process(HEADERS, CLIENT).verdict
+    assert verdict.action == "accept" and verdict.paused
+
+
+def test_early_block_only_for_fully_blocked_known_client(engine: Enforcer) -> None:
+    clock = engine.clock
+    assert isinstance(clock, Clock)
+    assert engine.early_block(CLIENT) is None
+    engine.process(HEADERS, CLIENT)
+    assert engine.early_block(CLIENT) is None  # stage 1
+    offset = hour_offset("default/ex01.contoso.example")
+    clock.now = (T0 + timedelta(days=62)).replace(minute=offset)  # stage 5, block window
+    assert engine.process(HEADERS, CLIENT).verdict.action == "block"
+    assert engine.early_block(CLIENT) is None  # only 5 minutes/hour: let headers decide
+    clock.now = T0 + timedelta(days=95)
+    early = engine.early_block(CLIENT)
+    assert early is not None and early.code == 550
+    assert engine.early_block(ClientInfo(addr="198.51.100.1")) is None
+
+
+def test_connector_assigns_tenant(engine: Enforcer) -> None:
+    engine.store.add_tenant("contoso", [], "t", T0)
+    engine.store.add_connector("contoso", "c", "OnPremises", ["192.0.2.0/24"], None, "t", T0)
+    engine.refresh()
+    outcome = engine.process(HEADERS, CLIENT)
+    assert outcome.facts.tenant == "contoso" and outcome.facts.connector_type == "OnPremises"
+    assert engine.store.get_server("contoso", "ex01.contoso.example") is not None
+
+
+def test_remediation_is_written(engine: Enforcer) -> None:
+    clock = engine.clock
+    assert isinstance(clock, Clock)
+    engine.process(HEADERS, CLIENT)
+    clock.now = T0 + timedelta(days=40)
+    fixed = parse_headers(
+        "Received: from mbx by ex01.contoso.example with Microsoft SMTP Server id 15.2.2562.53;\n"
+    )
+    assert engine.process(fixed, CLIENT).verdict.action == "accept"
+    stored = engine.store.get_server("default", "ex01.contoso.example")
+    assert stored is not None and stored.record.remediated_at == clock.now
+    history = [b for b, _, _ in engine.store.build_history(stored.id)]
+    assert history == ["15.1.2507.6", "15.2.2562.53"]

@@ -76,16 +76,20 @@ def test_verdicts_follow_the_clock_and_a_pause_elsewhere(engine: Enforcer) -> No
 def test_early_block_only_for_fully_blocked_known_client(engine: Enforcer) -> None:
     clock = engine.clock
     assert isinstance(clock, Clock)
-    assert engine.early_block(CLIENT) is None
-    engine.process(HEADERS, CLIENT)
-    assert engine.early_block(CLIENT) is None  # stage 1
+    itself = ClientInfo(addr="192.0.2.11", name=None, helo="EX01.contoso.example")
+    assert engine.early_block(itself) is None
+    engine.process(HEADERS, itself)
+    engine.process(HEADERS, CLIENT)  # a relay in front of the server
+    assert engine.early_block(itself) is None  # stage 1
     offset = hour_offset("default/ex01.contoso.example")
     clock.now = (T0 + timedelta(days=62)).replace(minute=offset)  # stage 5, block window
-    assert engine.process(HEADERS, CLIENT).verdict.action == "block"
-    assert engine.early_block(CLIENT) is None  # only 5 minutes/hour: let headers decide
+    assert engine.process(HEADERS, itself).verdict.action == "block"
+    assert engine.early_block(itself) is None  # only 5 minutes/hour: let headers decide
     clock.now = T0 + timedelta(days=95)
-    early = engine.early_block(CLIENT)
+    early = engine.early_block(itself)
     assert early is not None and early.code == 550
+    # a relay may carry mail of other servers too: never refused before its headers are known
+    assert engine.early_block(CLIENT) is None
     assert engine.early_block(ClientInfo(addr="198.51.100.1")) is None
 
 

@@ -179,7 +179,7 @@ class Enforcer:
             elif new != old:
                 self._dirty.add((facts.tenant, server.server))
             self._records[(facts.tenant, server.server)] = new
-            if client.addr:
+            if client.addr and _client_is(client, server.server):
                 if len(self._client_servers) > 100_000:
                     self._client_servers.clear()
                 self._client_servers[(facts.tenant, client.addr)] = server
@@ -224,6 +224,15 @@ class Enforcer:
             assessment = self.assessment(server.build, now.date())
             verdict = decide(detection, facts, snapshot, now, self.policy, self.catalog, assessment)
         if verdict.action == "block" and verdict.block_minutes >= 60:
+            with self._lock:
+                key = (facts.tenant, server.server, now.date(), "block")
+                self._counts[key] = self._counts.get(key, 0) + 1
+            VERDICTS.labels("block", server.product, str(verdict.stage or 0)).inc()
+            log.info(
+                "decision action=block server=%s build=%s stage=%s tenant=%s client=%s "
+                "reason='refused at RCPT: fully blocked'",
+                server.server, server.build, verdict.stage, facts.tenant, client.addr,
+            )
             return verdict
         return None
 
@@ -245,6 +254,14 @@ class Enforcer:
                 for key, n in counts.items():
                     self._counts[key] = self._counts.get(key, 0) + n
             raise
+
+
+def _client_is(client: ClientInfo, server: str) -> bool:
+    """Whether the SMTP client itself is the Exchange server named in the headers (by HELO or
+    reverse DNS name).  Only then may a later connection from that address be refused before
+    its headers are known: a relay in front of several servers must not inherit one's block."""
+    names = {n.lower().rstrip(".") for n in (client.helo, client.name) if n}
+    return server in names
 
 
 def _needs_write(old: ServerRecord | None, new: ServerRecord) -> bool:

@@ -23,7 +23,9 @@ when Postfix cannot run here.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,11 +79,23 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def postfix_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # short path; reachable for the unprivileged postfix user
-    base = tmp_path_factory.mktemp("pf")
+def postfix_base(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """Directory for the test's Postfix instances, linked as ``tmp_path/postfix``.
+
+    Not inside pytest's tmp tree: the unprivileged ``postfix`` user must traverse every
+    ancestor, and any pytest session starting on the machine resets
+    ``/tmp/pytest-of-root`` to mode 0700 (which broke running instances mid-test).
+    Removed after a passing test, kept (path printed) after a failure.
+    """
+    base = Path(tempfile.mkdtemp(prefix="drossel-pf-"))
+    base.chmod(0o755)
     make_traversable(base)
-    return base
+    (tmp_path / "postfix").symlink_to(base)
+    yield base
+    if _failed(request):
+        print(f"===== Postfix instance files kept in {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

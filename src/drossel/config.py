@@ -33,6 +33,18 @@ class StorageConfig(_Section):
     url: str | None = None
     refresh_seconds: float = Field(default=1.0, gt=0, le=60)
     flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: While the database is unreachable: ``cache`` keeps deciding from memory and accepts
+    #: servers it has no record of (default); ``tempfail`` defers mail from such servers.
+    fail_mode: Literal["cache", "tempfail"] = "cache"
+    #: Local journal file for events kept during an outage beyond ``journal_memory_events``
+    #: (and on shutdown); default ``drossel-journal.jsonl`` in the working directory.
+    journal: str | None = None
+    journal_memory_events: int = Field(default=10_000, ge=0)
+    #: PostgreSQL only: LISTEN for pause/override/connector changes made on other nodes.
+    listen: bool = True
+
+    def journal_path(self) -> str:
+        return self.journal or "drossel-journal.jsonl"
 
 
 class MilterConfig(_Section):
@@ -55,6 +67,9 @@ class GatewayConfig(_Section):
     max_recipients: int = Field(default=1000, gt=0)
     timeout: float = Field(default=60.0, gt=0)
     proxy_protocol_from: list[str] = Field(default_factory=list)
+    tls_client_ca: str | None = None
+    """CA bundle to verify client certificates; a verified name is matched to connectors."""
+    early_refusal: bool = True
 
 
 class WebConfig(_Section):

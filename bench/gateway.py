@@ -1,0 +1,156 @@
+"""Gateway throughput against a Postfix relay (not a test).
+
+    A:  smtp-source (N sessions) --> drossel gateway (own process) --> smtp-sink
+    B:  smtp-source (N sessions) --> private Postfix (relay)       --> smtp-sink
+
+Same message (relayed by a current Exchange SE, so every message is accepted), same counts,
+same run.  The gateway answers only after the next hop accepted (in-line relay); Postfix queues
+first and delivers afterwards, so B is measured until smtp-sink has the last message too.
+
+Usage (as root, Postfix installed, drossel installed):
+
+    python bench/gateway.py [--messages 10000] [--sessions 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _postfix import (
+    RECIPIENT,
+    SENDER,
+    _tool,
+    _wait_port,
+    exchange_message,
+    find_free_port,
+    run_postfix_throughput,
+    unavailable_reason,
+)
+
+
+def run_gateway_throughput(
+    messages: int, sessions: int, timeout: float | None = None
+) -> dict[str, Any]:
+    smtp_source, smtp_sink = _tool("smtp-source"), _tool("smtp-sink")
+    timeout = timeout or max(60.0, messages / 50)
+    base = Path(tempfile.mkdtemp(prefix="drossel-bench-gw-"))
+    base.chmod(0o755)
+    msg_file = base / "message.eml"
+    msg_file.write_text(exchange_message())
+    sink_port, gw_port = find_free_port(), find_free_port()
+    config = base / "drossel.toml"
+    config.write_text(
+        "[storage]\n"
+        f'url = "sqlite:///{base / "drossel.db"}"\n'
+        "[gateway]\n"
+        f'listen = "127.0.0.1:{gw_port}"\n'
+        f'relay = "127.0.0.1:{sink_port}"\n'
+        'hostname = "gw.bench.drossel"\n'
+        'relay_tls = "none"\n'
+        f"max_recipients = 10\n"
+    )
+    drossel = shutil.which("drossel")
+    gw_cmd = [drossel] if drossel else [sys.executable, "-m", "drossel.cli.main"]
+    sink_proc = gw_proc = None
+    result: dict[str, Any] = {"path": "gateway", "messages": messages, "sessions": sessions}
+    try:
+        with (base / "smtp-sink.out").open("wb") as out:
+            sink_proc = subprocess.Popen(
+                [smtp_sink, "-u", "postfix", "-M", str(messages), f"127.0.0.1:{sink_port}", "256"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        with (base / "gateway.log").open("wb") as log:
+            gw_proc = subprocess.Popen(
+                [*gw_cmd, "gateway", "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        _wait_port(sink_port, 10, sink_proc)
+        _wait_port(gw_port, 30, gw_proc)
+        cmd = [
+            smtp_source,
+            "-s", str(sessions),
+            "-m", str(messages),
+            "-f", SENDER,
+            "-t", RECIPIENT,
+            "-M", "EXCH02.contoso.example",
+            "-F", str(msg_file),
+            "-A",
+            f"127.0.0.1:{gw_port}",
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        source = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        t_submit = time.perf_counter() - t0
+        if source.returncode != 0:
+            raise RuntimeError(f"smtp-source failed ({source.returncode}): {source.stderr}")
+        complete = True
+        try:
+            sink_proc.wait(max(1.0, timeout - t_submit))
+        except subprocess.TimeoutExpired:
+            complete = False
+        elapsed = time.perf_counter() - t0
+        result.update(
+            {
+                "complete": complete,
+                "seconds": round(elapsed, 3),
+                "msgs_per_s": round(messages / elapsed, 1) if complete and elapsed else 0.0,
+            }
+        )
+        return result
+    finally:
+        for proc in (gw_proc, sink_proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()  # SIGTERM: the gateway stops gracefully with a final flush
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        result["gateway_exit"] = gw_proc.returncode if gw_proc is not None else None
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--messages", type=int, default=10000)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--json", action="store_true", help="print the full results as JSON")
+    args = ap.parse_args(argv)
+    reason = unavailable_reason()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    gateway = run_gateway_throughput(args.messages, args.sessions)
+    postfix = run_postfix_throughput(None, args.messages, args.sessions)
+    ratio = gateway["msgs_per_s"] / postfix["msgs_per_s"] if postfix["msgs_per_s"] else 0.0
+    if args.json:
+        print(
+            json.dumps({"gateway": gateway, "postfix": postfix, "ratio": round(ratio, 3)}, indent=2)
+        )
+    else:
+        print(
+            f"{args.messages} messages, {args.sessions} sessions\n"
+            f"  drossel gateway: {gateway['seconds']:.2f} s -> {gateway['msgs_per_s']:.1f} msgs/s"
+            f"{'' if gateway['complete'] else ' (INCOMPLETE)'}\n"
+            f"  postfix relay:   {postfix['seconds']:.2f} s -> {postfix['msgs_per_s']:.1f} msgs/s"
+            f"{'' if postfix['complete'] else ' (INCOMPLETE)'}\n"
+            f"  ratio gateway/postfix: {ratio:.2f}"
+        )
+    return 0 if gateway["complete"] and postfix["complete"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Listening side of the gateway: aiosmtpd sessions, STARTTLS, PROXY protocol, graceful stop.
+
+:func:`serve_gateway` serves until its ``stop`` event is set and flushes the state on the way
+out (the daemon); :func:`start_gateway` returns a :class:`GatewayHandle` with the bound
+``host``/``port`` and an async ``close()`` (tests, the demo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from drossel.config import GatewayConfig
+from drossel.engine import Enforcer
+from drossel.gateway.handler import GatewayHandler, split_hostport
+from drossel.runtime import run_flusher
+
+log = logging.getLogger("drossel.gateway")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PROXY_TIMEOUT = 10.0
+DATA_TIMEOUT_FACTOR = 10
+
+
+def parse_networks(values: list[str]) -> list[Network]:
+    return [ipaddress.ip_network(v.strip(), strict=False) for v in values]
+
+
+def _in_networks(peer: Any, networks: list[Network]) -> bool:
+    if not networks or not isinstance(peer, tuple | list) or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class GatewaySMTP(SMTP):
+    """One client connection.  Expects a PROXY header only from the configured load
+    balancers (anyone else sending one gets ``500``, so it is never honoured), and tells the
+    handler when the client goes away so the next-hop session is dropped with it."""
+
+    def __init__(
+        self,
+        handler: GatewayHandler,
+        *,
+        proxy_from: list[Network],
+        registry: set[GatewaySMTP],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.gateway_handler = handler
+        self._proxy_from = proxy_from
+        self._registry = registry
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # the TCP connection, not the switch to TLS
+            peer = transport.get_extra_info("peername")
+            self._proxy_timeout = PROXY_TIMEOUT if _in_networks(peer, self._proxy_from) else None
+            self._registry.add(self)
+        super().connection_made(transport)
+
+    async def _handle_client(self) -> None:
+        # a client that hangs up right after QUIT (or mid-reply) is not an error
+        with contextlib.suppress(ConnectionResetError):
+            await super()._handle_client()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's timer covers the whole transfer of the message: allow for big ones
+        self._reset_timeout(self._timeout_duration * DATA_TIMEOUT_FACTOR)
+        await super().smtp_DATA(arg)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._registry.discard(self)
+        self.gateway_handler.connection_closed(self.session)
+        super().connection_lost(error)
+
+
+def client_tls_context(
+    cert: str | None, key: str | None, client_ca: str | None = None
+) -> ssl.SSLContext | None:
+    """Our STARTTLS certificate; with ``client_ca`` client certificates are requested and,
+    when verified, their name is the connection's TLS name for connector matching."""
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key or None)
+    if client_ca:
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(client_ca)
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass
+class GatewayHandle:
+    host: str
+    port: int
+    handler: GatewayHandler
+    server: asyncio.Server
+    sessions: set[GatewaySMTP] = field(default_factory=set)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting; give open transactions up to ``grace`` seconds, then disconnect
+        everyone (a transaction that did not finish was never confirmed: nothing is lost)."""
+        self.server.close()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.handler.transactions_open:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await asyncio.sleep(0)
+        await self.server.wait_closed()
+
+
+async def start_gateway(
+    enforcer: Enforcer,
+    config: GatewayConfig,
+    *,
+    early_refusal: bool | None = None,
+    tls_client_ca: str | None = None,
+) -> GatewayHandle:
+    """Listen on ``config.listen`` (port 0 picks a free port) and return a handle."""
+    host, port = split_hostport(config.listen, 2525)
+    hostname = config.hostname or socket.getfqdn()
+    if early_refusal is None:
+        early_refusal = config.early_refusal
+    client_ca = tls_client_ca or config.tls_client_ca
+    tls = client_tls_context(config.tls_cert, config.tls_key, client_ca)
+    handler = GatewayHandler(enforcer, config, hostname=hostname, early_refusal=early_refusal)
+    proxy_from = parse_networks(config.proxy_protocol_from)
+    loop = asyncio.get_running_loop()
+    sessions: set[GatewaySMTP] = set()
+
+    def factory() -> GatewaySMTP:
+        smtp = GatewaySMTP(
+            handler,
+            proxy_from=proxy_from,
+            registry=sessions,
+            hostname=hostname,
+            ident="ESMTP drossel",
+            data_size_limit=config.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=tls,
+            timeout=config.timeout,
+            loop=loop,
+        )
+        return smtp
+
+    server = await loop.create_server(factory, host=host or None, port=port)
+    sockname = server.sockets[0].getsockname()
+    handle = GatewayHandle(str(sockname[0]), int(sockname[1]), handler, server, sessions)
+    log.info(
+        "gateway listening on %s:%d, relaying to %s (tls %s)",
+        handle.host,
+        handle.port,
+        config.relay,
+        config.relay_tls,
+    )
+    return handle
+
+
+async def serve_gateway(enforcer: Enforcer, config: GatewayConfig, stop: asyncio.Event) -> None:
+    """Serve the gateway until ``stop`` is set; flush state on the way out."""
+    handle = await start_gateway(enforcer, config)
+    flusher = asyncio.create_task(run_flusher(enforcer, stop))
+    try:
+        await stop.wait()
+    finally:
+        await handle.close()
+        stop.set()
+        await flusher
+        log.info("gateway stopped")

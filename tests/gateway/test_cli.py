@@ -1,0 +1,91 @@
+"""``drossel gateway`` as a process: serves, relays, and stops on SIGTERM with a final flush."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiosmtplib
+
+from drossel.storage.store import Store
+
+from .conftest import OLD_2013, NextHopSink, exchange_message
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_gateway_command_relays_and_stops_gracefully(
+    tmp_path: Path, sink: NextHopSink
+) -> None:
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+    config = tmp_path / "drossel.toml"
+    config.write_text('[storage]\nflush_seconds = 60\n[gateway]\nrelay_tls = "none"\n')
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drossel.cli.main",
+            "gateway",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--relay",
+            sink.relay,
+            "--config",
+            str(config),
+            "--db",
+            db,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "DROSSEL_NOW": "2026-11-02T08:00:00Z"},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
+                assert time.monotonic() < deadline, "gateway did not start"
+                time.sleep(0.05)
+        _, text = await aiosmtplib.send(
+            exchange_message(build=OLD_2013, server="EX2013.contoso.example"),
+            sender="alice@contoso.example",
+            recipients=["bob@fabrikam.example"],
+            hostname="127.0.0.1",
+            port=port,
+            start_tls=False,
+            timeout=10,
+        )
+        assert text == "2.0.0 Ok: queued as XYZ"
+        proc.send_signal(signal.SIGTERM)
+        # the loop of this test also runs the sink; wait without blocking it
+        for _ in range(200):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    store = Store(db)
+    try:
+        (server,) = store.list_servers()
+        assert server.record.server.lower() == "ex2013.contoso.example"
+        # the per-day counter was batched (flush every 60 s) and written by the final flush
+        assert store.total_counts(server.id).get("accept") == 1
+    finally:
+        store.dispose()

@@ -53,7 +53,7 @@ def cmd_serve(ctx: Any) -> int:
         app = create_app(enforcer.store, config, ctx.clock, enforcer.catalog)
         services.append(lambda stop: serve_web(app, config.web, stop))
     if config.notify.enabled:
-        from drossel.notify.notifier import run_notifier
+        from drossel.notify.service import run_notifier
 
         services.append(lambda stop: run_notifier(enforcer.store, config, ctx.clock, stop))
     if not services:

@@ -37,7 +37,10 @@ MAX_ID = 2**53
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Fqdn = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 Email = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s<>]+@[^@\s<>]+$")
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s<>]+@[^@\s<>]+$"
+    ),
 ]
 TenantPath = Annotated[str, Path(min_length=1, max_length=200)]
 ServerPath = Annotated[str, Path(min_length=1, max_length=255)]
@@ -62,7 +65,9 @@ class ConnectorIn(_In):
     tenant: Name
     name: Name
     type: Literal["OnPremises", "Partner", "Any"] = "OnPremises"
-    ip_ranges: Annotated[list[Annotated[str, StringConstraints(max_length=50)]], Field(max_length=100)] = []
+    ip_ranges: Annotated[
+        list[Annotated[str, StringConstraints(max_length=50)]], Field(max_length=100)
+    ] = []
     tls_name: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
 
@@ -157,7 +162,9 @@ def get_tenant(tenant: TenantPath, ctx: Ctx, who: Who) -> dict[str, Any]:
     return {**tenant_json(ctx.store.get_tenant(tenant)), "budget": budget_json(ctx, tenant)}
 
 
-@router.post("/tenants/{tenant}/contacts", status_code=201, summary="add an admin contact (operator)")
+@router.post(
+    "/tenants/{tenant}/contacts", status_code=201, summary="add an admin contact (operator)"
+)
 def add_contact(tenant: TenantPath, body: ContactIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_tenant(ctx, who, tenant)
     require_operator(who)
@@ -352,10 +359,10 @@ def list_audit(
     tenant: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
+    if tenant is not None:
+        require_tenant(ctx, who, tenant)
     if not who.is_operator:
         tenant = who.tenant
-    elif tenant is not None:
-        require_tenant(ctx, who, tenant)
     return [audit_json(e) for e in ctx.store.list_audit(tenant, limit)]
 
 

@@ -56,7 +56,7 @@ def principal_of(info: TokenInfo, nonce: str = "") -> Principal:
     return Principal(info.id, info.role, info.tenant, info.label, nonce)
 
 
-def bearer_principal(store: Store, header: str | None) -> Principal | None | bool:
+def bearer_principal(store: Store, header: str | None) -> Principal | bool | None:
     """``None`` if no bearer header, ``False`` if invalid, else the principal."""
     if not header:
         return None
@@ -86,8 +86,11 @@ class Sessions:
     def issue(self, info: TokenInfo, now: datetime) -> str:
         payload = _b64(
             json.dumps(
-                {"t": info.id, "e": int(now.timestamp()) + SESSION_SECONDS,
-                 "n": secrets.token_urlsafe(16)},
+                {
+                    "t": info.id,
+                    "e": int(now.timestamp()) + SESSION_SECONDS,
+                    "n": secrets.token_urlsafe(16),
+                },
                 separators=(",", ":"),
             ).encode()
         )
@@ -113,7 +116,9 @@ class Sessions:
         return self._sign("csrf:" + nonce)
 
     def check_csrf(self, nonce: str, value: str | None) -> bool:
-        return bool(nonce) and bool(value) and hmac.compare_digest(self.csrf_for(nonce), value or "")
+        return (
+            bool(nonce) and bool(value) and hmac.compare_digest(self.csrf_for(nonce), value or "")
+        )
 
 
 class LoginLimiter:

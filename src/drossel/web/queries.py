@@ -86,8 +86,7 @@ def server_status_counts(store: Store) -> dict[str, int]:
 def tenant_exists(store: Store, name: str) -> bool:
     with store.engine.connect() as conn:
         return (
-            conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first()
-            is not None
+            conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first() is not None
         )
 
 
@@ -147,21 +146,32 @@ def list_notifications(store: Store, tenant: str | None = None) -> list[Notifica
         return [_row(r) for r in conn.execute(query).all()]
 
 
+def _stamp(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.split(" ", 1)[0])
+    except ValueError:
+        return None
+
+
 def retryable_notifications(
-    store: Store, now: datetime, max_attempts: int, stale_seconds: float
+    store: Store, now: datetime, max_attempts: int, stale_seconds: float, backoff_seconds: float
 ) -> list[NotificationRow]:
-    """Unsent notifications whose last attempt failed, or whose sender vanished mid-send."""
+    """Unsent notifications whose last attempt failed long enough ago (exponential backoff),
+    or whose sender vanished mid-send (``stale_seconds``)."""
     result = []
     for row in list_notifications(store):
         if row.sent_at is not None or row.attempts >= max_attempts:
             continue
-        if row.last_error and row.last_error.startswith(IN_PROGRESS):
-            try:
-                since = datetime.fromisoformat(row.last_error.removeprefix(IN_PROGRESS))
-            except ValueError:
-                since = row.created_at
+        error = row.last_error or ""
+        if error.startswith(IN_PROGRESS):
+            since = _stamp(error.removeprefix(IN_PROGRESS)) or row.created_at
             if (now - since).total_seconds() < stale_seconds:
                 continue  # another sender is on it right now
+        elif row.attempts:
+            failed = _stamp(error) or row.created_at
+            wait = min(backoff_seconds * 2 ** (row.attempts - 1), 3600.0)
+            if (now - failed).total_seconds() < wait:
+                continue
         result.append(row)
     return result
 
@@ -190,10 +200,11 @@ def mark_sent(store: Store, row_id: int, now: datetime) -> None:
         )
 
 
-def mark_failed(store: Store, row_id: int, error: str) -> None:
+def mark_failed(store: Store, row_id: int, error: str, now: datetime) -> None:
+    """Record a failed attempt: ``<ISO time> <error>`` (the time drives the retry backoff)."""
     with store.tx() as conn:
         conn.execute(
             update(t.notifications)
             .where(t.notifications.c.id == row_id)
-            .values(last_error=error[:2000] or "failed")
+            .values(last_error=f"{now.isoformat()} {error or 'failed'}"[:2000])
         )

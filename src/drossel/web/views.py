@@ -49,7 +49,10 @@ def _refusal(throttle: int, block: int) -> str:
             f"mail from it will be bounced (550) {block} minutes and delayed (450) "
             f"{throttle} minutes of every hour"
         )
-    return f"mail from it will be refused temporarily (450, retried later) {throttle} minutes of every hour"
+    return (
+        "mail from it will be refused temporarily (450, retried later) "
+        f"{throttle} minutes of every hour"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +108,7 @@ def banner(row: dict[str, Any]) -> Banner:
     nxt_stage = row.get("next_stage")
     nxt_text = ""
     if nxt_stage and row.get("next_stage_start"):
-        nxt_text = (
-            f" From {day_of(row['next_stage_start'])} {_refusal_short(row, server)}."
-        )
+        nxt_text = f" From {day_of(row['next_stage_start'])} {_refusal_short(row, server)}."
     return Banner(level, server, prefix + (now_text + nxt_text).strip(), install)
 
 
@@ -161,9 +162,9 @@ def timeline(
 
 _STAGE_COLOURS = {
     "report": "#cfe8cf",
-    "throttle": "#ffd27f",
-    "block": "#f4a29a",
-    "full": "#c0392b",
+    "throttle": "#f0a500",
+    "block": "#d9534f",
+    "full": "#7b1d12",
 }
 
 
@@ -249,7 +250,9 @@ def timeline_svg(
 BAR_COLOURS = {"accept": "#4caf50", "throttle": "#f0a500", "block": "#d9534f"}
 
 
-def daily_series(counts: dict[date, dict[str, int]], today: date, days: int = 90) -> list[dict[str, Any]]:
+def daily_series(
+    counts: dict[date, dict[str, int]], today: date, days: int = 90
+) -> list[dict[str, Any]]:
     result = []
     for offset in range(days - 1, -1, -1):
         day = today - timedelta(days=offset)
@@ -320,7 +323,9 @@ def _nice(value: int) -> int:
         magnitude *= 10
     for step in (1, 2, 2.5, 5, 10):
         if step * magnitude >= value:
-            return int(step * magnitude) if int(step * magnitude) % 4 == 0 else int(
-                -(-step * magnitude // 4) * 4
+            return (
+                int(step * magnitude)
+                if int(step * magnitude) % 4 == 0
+                else int(-(-step * magnitude // 4) * 4)
             )
     return value

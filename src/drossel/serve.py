@@ -4,19 +4,38 @@ admin web and notifications) on one shared engine, SQLite by default."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
+from sqlalchemy import select
 
 from drossel.config import Config, database_url
 from drossel.runtime import build_enforcer, run_until_stopped
+from drossel.storage.schema import tokens
+from drossel.storage.store import Store
 
 Service = Callable[[asyncio.Event], Awaitable[None]]
 
 
-def describe(config: Config, db_url: str) -> str:
+def first_operator_token(store: Store, now: datetime) -> str | None:
+    """On a fresh state, create an operator token so the web can be used at once; it is shown
+    once, on the start screen.  ``None`` when an operator token exists already."""
+    with store.engine.connect() as conn:
+        exists = conn.execute(
+            select(tokens.c.id).where(tokens.c.role == "operator", tokens.c.revoked_at.is_(None))
+        ).first()
+    if exists is not None:
+        return None
+    token = "drs_" + secrets.token_urlsafe(32)
+    store.add_token(token, "operator", None, "created by first drossel serve", "serve", now)
+    return token
+
+
+def describe(config: Config, db_url: str, token: str | None = None) -> str:
     lines = [f"state       {db_url}", f"policy      mode={config.policy.mode}"]
     if config.serve.milter:
         lines.append(
@@ -27,7 +46,11 @@ def describe(config: Config, db_url: str) -> str:
         lines.append(f"gateway     smtp://{config.gateway.listen} -> relay {config.gateway.relay}")
     if config.serve.web:
         lines.append(f"admin web   http://{config.web.listen}/   (metrics at /metrics)")
-        lines.append("            log in with a token from: drossel token create --operator")
+        if token:
+            lines.append(f"            first start: operator login token {token}")
+            lines.append("            (shown once; more with: drossel token create --operator)")
+        else:
+            lines.append("            log in with a token from: drossel token create --operator")
     if config.notify.enabled:
         lines.append(f"notify      via {config.notify.relay} from {config.notify.sender}")
     lines.append("stop with Ctrl-C or SIGTERM")
@@ -58,7 +81,8 @@ def cmd_serve(ctx: Any) -> int:
         services.append(lambda stop: run_notifier(enforcer.store, config, ctx.clock, stop))
     if not services:
         raise ValueError("nothing to serve: enable [serve] milter, gateway or web")
-    Console(stderr=True).print(Panel(describe(config, db_url), title="drossel is running"))
+    token = first_operator_token(enforcer.store, ctx.clock()) if config.serve.web else None
+    Console(stderr=True).print(Panel(describe(config, db_url, token), title="drossel is running"))
     asyncio.run(run_until_stopped(*services))
     enforcer.store.dispose()
     return 0

@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 
 from drossel.config import Clock, Config, database_url
 from drossel.engine import Enforcer
-from drossel.storage.migrate import check, upgrade
+from drossel.storage.journal import Journal
+from drossel.storage.listen import ChangeListener
+from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
 from drossel.storage.store import Store
 
 log = logging.getLogger("drossel")
@@ -29,33 +31,109 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("drossel").setLevel(level)
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, allow_offline: bool = False) -> Store:
     """Open the state; the embedded SQLite default is created/upgraded on the spot, a shared
-    database is only checked (run ``drossel db upgrade`` once, not from every node)."""
+    database is only checked (run ``drossel db upgrade`` once, not from every node).
+
+    ``allow_offline`` (daemons): an unreachable server is not fatal; the store is returned with
+    ``schema_unchecked`` set and the engine checks the schema before it writes anything."""
     store = Store(url)
-    if store.is_sqlite:
-        upgrade(store.engine)
-    else:
-        check(store.engine)
+    try:
+        if store.is_sqlite:
+            upgrade(store.engine)
+        else:
+            check(store.engine)
+    except SchemaOutOfDate:
+        raise
+    except Exception as exc:
+        if not allow_offline or store.is_sqlite:
+            raise
+        log.warning("state database %s unreachable at start: %s", store.engine.url, exc)
+        store.schema_unchecked = True
     return store
 
 
 def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enforcer:
-    return Enforcer(open_store(database_url(config, db)), config, clock, auto_refresh=False)
+    """The engine for a daemon: refresh off the message path (see :func:`run_flusher`), an
+    outage journal at ``[storage] journal``, and able to start while a shared database is
+    unreachable (deciding per ``[storage] fail_mode``)."""
+    store = open_store(database_url(config, db), allow_offline=True)
+    enforcer = Enforcer(
+        store, config, clock, auto_refresh=False, journal=Journal(config.storage.journal_path())
+    )
+    enforcer.schema_unchecked = store.schema_unchecked
+    return enforcer
+
+
+def start_listener(enforcer: Enforcer) -> ChangeListener | None:
+    """On PostgreSQL, listen for changes made on other nodes (one listener per engine)."""
+    store = enforcer.store
+    if not store.is_postgres or not enforcer.config.storage.listen:
+        return None
+    existing = getattr(enforcer, "_listener", None)
+    if existing is not None:
+        enforcer._listener_users += 1  # type: ignore[attr-defined]
+        return existing  # type: ignore[no-any-return]
+
+    def reconnected() -> None:
+        enforcer.refresh()
+        enforcer.forget()
+
+    listener = ChangeListener(store.listen_conninfo(), enforcer.on_change, reconnected).start()
+    enforcer._listener = listener  # type: ignore[attr-defined]
+    enforcer._listener_users = 1  # type: ignore[attr-defined]
+    return listener
+
+
+def stop_listener(enforcer: Enforcer) -> None:
+    listener = getattr(enforcer, "_listener", None)
+    if listener is None:
+        return
+    enforcer._listener_users -= 1  # type: ignore[attr-defined]
+    if enforcer._listener_users <= 0:  # type: ignore[attr-defined]
+        enforcer._listener = None  # type: ignore[attr-defined]
+        listener.stop()
 
 
 async def run_flusher(enforcer: Enforcer, stop: asyncio.Event) -> None:
-    """Write batched counters every ``flush_seconds``; a failing database is retried later
-    (the counters stay in memory), and a last flush runs on stop."""
-    interval = enforcer.config.storage.flush_seconds
-    while not stop.is_set():
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        try:
-            await asyncio.to_thread(enforcer.flush)
-            await asyncio.to_thread(enforcer.refresh)
-        except Exception:
-            log.exception("state flush failed; will retry")
+    """Write batched counters every ``flush_seconds`` and refresh shared state every
+    ``refresh_seconds`` (the safety net under LISTEN/NOTIFY, which this also starts on
+    PostgreSQL).  A failing database is retried (events stay queued, see
+    :meth:`Enforcer.flush`); on stop a last flush runs, or the queue goes to the journal."""
+    storage = enforcer.config.storage
+    interval = min(storage.flush_seconds, storage.refresh_seconds)
+    listener = start_listener(enforcer)
+    loop = asyncio.get_running_loop()
+    last_flush = last_refresh = loop.time()
+    failing = False
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if stop.is_set():
+                break
+            now = loop.time()
+            if now - last_flush >= storage.flush_seconds - 0.01 or enforcer.offline:
+                last_flush = now
+                try:
+                    await asyncio.to_thread(enforcer.flush)
+                    if failing:
+                        log.warning("state database reachable again; queued events written")
+                    failing = False
+                except Exception as exc:
+                    if not failing:
+                        log.warning("state flush failed (%s); will retry", exc)
+                    failing = True
+            if now - last_refresh >= storage.refresh_seconds - 0.01 and not failing:
+                last_refresh = now
+                try:
+                    await asyncio.to_thread(enforcer.refresh)
+                except Exception as exc:
+                    log.warning("state refresh failed (%s); will retry", exc)
+    finally:
+        if listener is not None:
+            await asyncio.to_thread(stop_listener, enforcer)
+        await asyncio.to_thread(enforcer.shutdown)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

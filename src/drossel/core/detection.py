@@ -178,7 +178,7 @@ def parse_hop(value: str, position: int) -> Hop | None:
     build = Build.parse(build_text) if build_text else None
     # Comments may contain "by" (e.g. "(authenticated by ...)"); drop them before looking.
     bare = value
-    for _ in range(5):
+    for _ in range(5 if "(" in bare else 0):
         stripped = _COMMENT_RE.sub(" ", bare)
         if stripped == bare:
             break
@@ -261,7 +261,13 @@ def detect_in_headers(
             continue
         if position >= MAX_RECEIVED:
             break
-        hop = parse_hop(unfold(value[:MAX_RECEIVED_LENGTH]), position)
+        raw = value[:MAX_RECEIVED_LENGTH]
+        # parse_hop needs "Microsoft" or "mapi"; unfolding only touches white space, so an
+        # ASCII value without either word is skipped before any unfolding or regex work
+        # (non-ASCII takes the full path: re.IGNORECASE also folds e.g. U+017F to "s").
+        lowered = raw.lower()
+        skip = raw.isascii() and "microsoft" not in lowered and "mapi" not in lowered
+        hop = None if skip else parse_hop(unfold(raw), position)
         position += 1
         if hop is not None:
             hops.append(hop)

@@ -60,29 +60,49 @@ class PacketDecoder:
             raise ValueError("max_packet must be at least 1")
         self.max_packet = max_packet
         self._buffer = bytearray()
+        #: bytes the buffer must hold before the next packet can be complete
+        self._need = _LENGTH.size
 
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet form a complete packet."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Packet]:
-        """Add ``data`` to the stream and return every packet it completes."""
-        self._buffer += data
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        """Add ``data`` to the stream and return every packet it completes.
+
+        ``data`` is copied, so a reused read buffer may be passed in.
+        """
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return []  # still inside a packet whose length is already checked
+            view = bytes(buffer)
+            buffer.clear()
+        else:
+            view = bytes(data)
         packets: list[Packet] = []
-        while len(self._buffer) >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(self._buffer)
+        size = _LENGTH.size
+        unpack = _LENGTH.unpack_from
+        end_of_data = len(view)
+        pos = 0
+        while end_of_data - pos >= size:
+            (length,) = unpack(view, pos)
             if length == 0:
                 raise FramingError("zero-length packet (no command byte)")
             if length > self.max_packet:
                 raise FramingError(
                     f"packet length {length} exceeds the limit of {self.max_packet} bytes"
                 )
-            end = _LENGTH.size + length
-            if len(self._buffer) < end:
+            end = pos + size + length
+            if end > end_of_data:
+                self._need = size + length
                 break
-            command = bytes(self._buffer[_LENGTH.size : _LENGTH.size + 1])
-            payload = bytes(self._buffer[_LENGTH.size + 1 : end])
-            del self._buffer[:end]
-            packets.append(Packet(command, payload))
+            packets.append(Packet(view[pos + size : pos + size + 1], view[pos + size + 1 : end]))
+            pos = end
+        else:
+            self._need = size
+        if pos < end_of_data:
+            buffer += view[pos:]
         return packets

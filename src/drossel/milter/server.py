@@ -23,10 +23,13 @@ import logging
 import os
 import socket
 import stat
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from drossel.milter.framing import DEFAULT_MAX_PACKET, PacketDecoder, ProtocolError
+from drossel.milter.commands import EndOfHeaders, Rcpt
+from drossel.milter.framing import DEFAULT_MAX_PACKET, Packet, PacketDecoder, ProtocolError
 from drossel.milter.policy import MilterPolicy, OnPolicyError
 from drossel.milter.session import MilterSession
 
@@ -34,6 +37,7 @@ log = logging.getLogger("drossel.milter")
 
 DEFAULT_IDLE_TIMEOUT = 3600.0
 DEFAULT_READ_SIZE = 65536
+DEFAULT_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -143,32 +147,199 @@ class MilterServer(asyncio.AbstractServer):
         await self._server.wait_closed()
 
 
-class _Connection:
-    """Drives one socket: read, decode, hand packets to the session, write."""
+class _Connection(asyncio.BufferedProtocol):
+    """Drives one socket: read, decode, hand packets to the session, write.
+
+    Built on a protocol rather than streams because the milter conversation is many tiny
+    packets: packets that need no policy (macros, envelope, headers, end of body, quit) are
+    answered straight from the read callback, with one write per read; a task (one per
+    connection, which also owns the connection's life for a graceful shutdown) is only woken
+    for the policy calls (RCPT, end of headers) and for closing.  Timeouts use one timer per
+    connection that is moved lazily instead of a timer (or task) per read.
+    """
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        session: MilterSession,
+        server: list[MilterServer],
+        session_factory: Callable[[str], MilterSession],
         *,
         read_timeout: float,
         idle_timeout: float,
         max_packet: int,
         read_size: int,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.session = session
+        self._server = server
+        self._session_factory = session_factory
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self.decoder = PacketDecoder(max_packet)
         self.read_size = read_size
+        self._buffer = bytearray(read_size)
+        self._view = memoryview(self._buffer)
+        self._queue: deque[Packet | _Pending] = deque()
+        self._queued_bytes = 0
+        self._busy = False  # the task is handling queued packets (policy calls)
+        self._reading = True
+        self._write_paused = False
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.session: MilterSession | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- protocol callbacks --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.session = self._session_factory(_peer_name(transport))
+        self._closed = self._loop.create_future()
+        self.task = self._loop.create_task(self.run())
+        if self._server:
+            connections = self._server[0].connections
+            connections.add(self.task)
+            self.task.add_done_callback(connections.discard)
+        self._arm(self.read_timeout)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._error is not None or self.session is None or self.session.closed:
+            return  # the task is closing the connection; drop what is still arriving
+        try:
+            packets = self.decoder.feed(self._view[:nbytes])
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if self._busy or self._queue:
+            self._enqueue(packets)
+            return
+        self._handle_inline(packets)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # keep the write side open: replies may still be due
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        if exc is not None and self._error is None:
+            self._error = exc
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._set_reading(False)  # do not take more requests while replies back up
+        self._arm(self.read_timeout)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._set_reading(True)
+        self._arm_for_next_read()
+
+    # -- inline path ---------------------------------------------------------------
+
+    def _handle_inline(self, packets: list[Packet]) -> None:
+        session = self.session
+        assert session is not None
+        out: list[bytes] = []
+        for index, packet in enumerate(packets):
+            try:
+                result = session.handle_nowait(packet)
+            except Exception as exc:
+                self._write(out)
+                self._fail(exc)
+                return
+            if isinstance(result, bytes):
+                if result:
+                    out.append(result)
+                if session.closed:
+                    if index + 1 < len(packets) or self.decoder.buffered:
+                        log.debug("milter %s: ignoring bytes after QUIT", session.peer)
+                    self._write(out)
+                    self._wake()
+                    return
+                continue
+            # A policy call: the task takes over from here, in order.
+            self._write(out)
+            self._busy = True
+            self._queue.append(_Pending(result))
+            self._enqueue(packets[index + 1 :])
+            self._wake()
+            return
+        self._write(out)
+        self._arm_for_next_read()
+
+    def _write(self, out: list[bytes]) -> None:
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _enqueue(self, packets: list[Packet]) -> None:
+        self._queue.extend(packets)
+        self._queued_bytes += sum(len(p.payload) for p in packets)
+        if self._queued_bytes > self.read_size:
+            self._set_reading(False)  # bounded memory while a policy call is pending
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._set_reading(False)
+        self._wake()
+
+    def _set_reading(self, on: bool) -> None:
+        if on == self._reading or self.transport is None or self.transport.is_closing():
+            return
+        self._reading = on
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- timeouts ------------------------------------------------------------------
+
+    def _arm_for_next_read(self) -> None:
+        session = self.session
+        waiting_for_more = session is None or not session.negotiated or self.decoder.buffered
+        self._arm(self.read_timeout if waiting_for_more else self.idle_timeout)
+
+    def _arm(self, timeout: float) -> None:
+        self._deadline = deadline = self._loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._busy:
+            return  # the policy has its own timeout; re-armed when the task is done
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        self._fail(TimeoutError())
+
+    # -- the task ------------------------------------------------------------------
 
     async def run(self) -> None:
-        peer = self.session.peer
+        session = self.session
+        assert session is not None
+        peer = session.peer
         try:
-            await self._loop()
+            await self._loop_()
         except ProtocolError as exc:
             log.warning("milter %s: protocol error, closing: %s", peer, exc)
         except TimeoutError:
@@ -180,13 +351,18 @@ class _Connection:
         finally:
             await self._close()
 
-    async def _loop(self) -> None:
+    async def _loop_(self) -> None:
         session = self.session
-        while not session.closed:
-            waiting_for_more = not session.negotiated or self.decoder.buffered > 0
-            timeout = self.read_timeout if waiting_for_more else self.idle_timeout
-            data = await asyncio.wait_for(self.reader.read(self.read_size), timeout)
-            if not data:
+        assert session is not None
+        while True:
+            if self._queue:
+                await self._drain_queue(session)
+                continue
+            if self._error is not None:
+                raise self._error
+            if session.closed:
+                return
+            if self._eof:
                 if self.decoder.buffered:
                     raise ProtocolError(f"EOF inside a packet ({self.decoder.buffered} bytes)")
                 if session.negotiated:
@@ -194,27 +370,81 @@ class _Connection:
                 else:
                     log.warning("milter %s: closed before negotiation", session.peer)
                 return
-            for packet in self.decoder.feed(data):
-                reply = await session.handle(packet)
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def _drain_queue(self, session: MilterSession) -> None:
+        """Handle queued packets in order (the first is a policy call); one write per batch."""
+        out: list[bytes] = []
+        try:
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, _Pending):
+                    self._write(out)  # earlier replies go out before the policy runs
+                    out = []
+                    reply = await session.handle_command(item.command)
+                else:
+                    self._queued_bytes -= len(item.payload)
+                    reply = await session.handle(item)
                 if reply:
-                    self.writer.write(reply)
-                    await asyncio.wait_for(self.writer.drain(), self.read_timeout)
+                    out.append(reply)
                 if session.closed:
-                    if self.decoder.buffered:
+                    if self._queue or self.decoder.buffered:
                         log.debug("milter %s: ignoring bytes after QUIT", session.peer)
+                    self._queue.clear()
                     return
+        finally:
+            self._write(out)
+            if not self._queue:
+                self._queued_bytes = 0
+                self._busy = False
+                if not self._write_paused:
+                    self._set_reading(True)
+                self._arm_for_next_read()
+        if self._write_paused:
+            await self._wait_writable()
+
+    async def _wait_writable(self) -> None:
+        """Wait until the MTA reads our replies (bounded by the timer's read timeout)."""
+        while self._write_paused and self._error is None and not self._eof:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     async def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+        transport = self.transport
+        if transport is None:
+            return
         with contextlib.suppress(Exception):
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), self.read_timeout)
+            transport.close()
+            if self._closed is not None and not self._closed.done():
+                async with asyncio.timeout(self.read_timeout):
+                    await self._closed
 
 
-def _peer_name(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+class _Pending:
+    """A parsed command that needs the policy, queued for the connection's task."""
+
+    __slots__ = ("command",)
+
+    def __init__(self, command: Rcpt | EndOfHeaders) -> None:
+        self.command = command
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"[{peer[0]}]:{peer[1]}"
-    return str(writer.get_extra_info("sockname") or peer or "unix")
+    return str(transport.get_extra_info("sockname") or peer or "unix")
 
 
 async def start_milter_server(
@@ -229,6 +459,7 @@ async def start_milter_server(
     unix_mode: int = 0o666,
     shutdown_grace: float = 10.0,
     read_size: int = DEFAULT_READ_SIZE,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> MilterServer:
     """Listen on ``listen`` and serve the milter protocol with ``policy``.
 
@@ -236,45 +467,49 @@ async def start_milter_server(
     it runs as; restrict access through the directory if needed.
     ``policy_timeout`` should stay below Postfix's milter_command_timeout
     (30 s) so a slow policy yields ``on_policy_error`` instead of a dropped
-    connection.  ``read_size`` is the socket read chunk (tests vary it).
+    connection.  ``read_size`` is the socket read chunk (tests vary it).  ``backlog``
+    is the listen queue: a busy Postfix opens a milter connection per SMTP session.
     """
     if on_policy_error not in ("continue", "tempfail"):
         raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
     address = parse_listen(listen)
     server_ref: list[MilterServer] = []
 
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None and server_ref:
-            server_ref[0].connections.add(task)
-            task.add_done_callback(server_ref[0].connections.discard)
-        session = MilterSession(
+    def new_session(peer: str) -> MilterSession:
+        return MilterSession(
             policy,
             on_policy_error=on_policy_error,
             policy_timeout=policy_timeout,
-            peer=_peer_name(writer),
+            peer=peer,
         )
-        await _Connection(
-            reader,
-            writer,
-            session,
+
+    def new_connection() -> _Connection:
+        return _Connection(
+            server_ref,
+            new_session,
             read_timeout=read_timeout,
             idle_timeout=idle_timeout,
             max_packet=max_packet,
             read_size=read_size,
-        ).run()
+        )
 
-    # The StreamReader limit only matters for readline(); reads are chunked.
+    loop = asyncio.get_running_loop()
     server: asyncio.Server
     if address.kind == "unix":
         assert address.path is not None
         _remove_stale_socket(address.path)
-        server = await asyncio.start_unix_server(on_client, path=address.path)
+        server = await loop.create_unix_server(new_connection, path=address.path, backlog=backlog)
         os.chmod(address.path, unix_mode)
     else:
         family = socket.AF_INET6 if address.kind == "inet6" else socket.AF_UNSPEC
-        server = await asyncio.start_server(
-            on_client, host=address.host, port=address.port, family=family, reuse_address=True
+        assert address.port is not None
+        server = await loop.create_server(
+            new_connection,
+            host=address.host,
+            port=address.port,
+            family=family,
+            reuse_address=True,
+            backlog=backlog,
         )
     wrapped = MilterServer(server, address.path, shutdown_grace)
     server_ref.append(wrapped)

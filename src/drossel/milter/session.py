@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from types import CoroutineType
+from typing import Any, Final, cast
 
 from drossel.milter.commands import (
     ACCEPT,
@@ -115,6 +116,35 @@ _CONNECTION_STAGES: Final = frozenset({b"C", b"H"})
 _ACTIONS: Final = frozenset({"continue", "accept", "tempfail", "reject"})
 
 
+class _Resumed:
+    """Await the rest of a coroutine whose first step already ran and yielded ``first``."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, MilterVerdict], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, MilterVerdict]:
+        coro, value = self._coro, self._first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation, timeout: pass it into the policy
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as done:
+                    return cast(MilterVerdict, done.value)
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as done:
+                    return cast(MilterVerdict, done.value)
+
+
 def normalise_macro_name(name: str) -> str:
     """``{client_addr}`` -> ``client_addr``; single-letter names unchanged."""
     if len(name) >= 2 and name.startswith("{") and name.endswith("}"):
@@ -195,17 +225,43 @@ class MilterSession:
         """Process one packet; return the (possibly empty) bytes to send."""
         return await self.handle_command(parse_command(packet))
 
+    def handle_nowait(self, packet: Packet) -> bytes | Rcpt | EndOfHeaders:
+        """Process one packet without the policy.
+
+        Returns the reply bytes, or the parsed RCPT / end-of-headers command, which needs the
+        policy: pass it on to :meth:`handle_command`.  Lets the server answer most packets
+        straight from its read callback without a task switch.
+        """
+        return self._dispatch(parse_command(packet))
+
     async def handle_command(self, cmd: Command) -> bytes:
+        result = self._dispatch(cmd)
+        if isinstance(result, bytes):
+            return result
+        if isinstance(result, Rcpt):
+            return await self._on_rcpt(result)
+        return await self._on_eoh()
+
+    def _dispatch(self, cmd: Command) -> bytes | Rcpt | EndOfHeaders:
+        """Everything except the policy calls, which are left to :meth:`handle_command`."""
         if self.closed:
             raise ProtocolError("command received after QUIT")
+        # Most frequent first: a macro packet precedes nearly every command.
+        if isinstance(cmd, Macro):
+            if not self.negotiated:
+                raise ProtocolError("Macro received before OPTNEG")
+            self._store_macros(cmd)
+            return b""
+        if isinstance(cmd, Header):
+            if not self.negotiated:
+                raise ProtocolError("Header received before OPTNEG")
+            self._headers.append((cmd.name, cmd.value))
+            return self._unless(SMFIP_NR_HDR, CONTINUE)
         if isinstance(cmd, OptNeg):
             return self._negotiate(cmd)
         if not self.negotiated:
             raise ProtocolError(f"{type(cmd).__name__} received before OPTNEG")
         match cmd:
-            case Macro():
-                self._store_macros(cmd)
-                return b""
             case Connect():
                 # No reset here: the connect macros arrived just before.
                 self._client_name = cmd.hostname
@@ -220,13 +276,8 @@ class MilterSession:
                     self._reset_message()  # previous message ended without ABORT
                 self._mail_from = cmd.sender
                 return self._unless(SMFIP_NR_MAIL, CONTINUE)
-            case Rcpt():
-                return await self._on_rcpt(cmd)
-            case Header():
-                self._headers.append((cmd.name, cmd.value))
-                return self._unless(SMFIP_NR_HDR, CONTINUE)
-            case EndOfHeaders():
-                return await self._on_eoh()
+            case Rcpt() | EndOfHeaders():
+                return cmd
             case EndOfBody():
                 reply = b"".join(self._pending_headers) + self._eob_reply
                 self._reset_message()
@@ -266,7 +317,10 @@ class MilterSession:
     def _store_macros(self, cmd: Macro) -> None:
         if cmd.stage == SMFIC_MAIL and self._mail_from is not None:
             self._reset_message()  # MAIL macros of a new message
-        macros = {normalise_macro_name(k): v for k, v in cmd.macros.items()}
+        macros = {
+            k[1:-1] if k[:1] == "{" and k[-1:] == "}" and len(k) >= 2 else k: v
+            for k, v in cmd.macros.items()
+        }  # normalise_macro_name, inlined
         target = self._conn_macros if cmd.stage in _CONNECTION_STAGES else self._msg_macros
         target.pop(cmd.stage, None)
         target[cmd.stage] = macros
@@ -277,8 +331,20 @@ class MilterSession:
         self, what: str, hook: Callable[[MessageContext], Awaitable[MilterVerdict]]
     ) -> MilterVerdict:
         try:
-            async with asyncio.timeout(self.policy_timeout):
-                verdict = await hook(self.context())
+            awaitable = hook(self.context())
+            if isinstance(awaitable, CoroutineType):
+                try:
+                    # A policy that answers from memory never suspends: run its first step
+                    # here and skip the timeout machinery (it cannot fire without an await).
+                    first = awaitable.send(None)
+                except StopIteration as done:
+                    verdict = done.value
+                else:
+                    async with asyncio.timeout(self.policy_timeout):
+                        verdict = await _Resumed(awaitable, first)
+            else:
+                async with asyncio.timeout(self.policy_timeout):
+                    verdict = await awaitable
             if not isinstance(verdict, MilterVerdict) or verdict.action not in _ACTIONS:
                 raise TypeError(f"policy returned {verdict!r}, not a MilterVerdict")
         except Exception:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +37,9 @@ from drossel.core.schedule import Pause
 from drossel.storage import schema as t
 
 CONNECTOR_TYPES = ("OnPremises", "Partner", "Any")
+
+#: PostgreSQL NOTIFY channel for changes other nodes must see at once (see :meth:`Store.notify`).
+CHANGE_CHANNEL = "drossel_state"
 
 
 class StoreError(ValueError):
@@ -143,8 +149,18 @@ class Store:
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         self.url = url
-        self.engine = engine or create_engine(url, future=True, pool_pre_ping=True)
+        if engine is None:
+            options: dict[str, Any] = {"future": True, "pool_pre_ping": True}
+            if url.startswith("postgresql"):
+                # fail fast when the server is unreachable (outage handling, see engine.py)
+                options["connect_args"] = {"connect_timeout": 5}
+            engine = create_engine(url, **options)
+        self.engine = engine
+        #: set when the schema could not be checked at start (database unreachable)
+        self.schema_unchecked = False
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        #: identifies this process in change notifications (to ignore its own server events)
+        self.node_id = uuid.uuid4().hex[:12]
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
@@ -158,6 +174,32 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def listen_conninfo(self) -> str:
+        """libpq connection string for a dedicated LISTEN connection (PostgreSQL only)."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def notify(
+        self, conn: Connection, kind: str, tenant: str | None = None, server: str | None = None
+    ) -> None:
+        """Tell every node a change of ``kind`` ("pause", "override", "connector", "tenant",
+        "server", "setting") happened.  Sent inside the caller's transaction, so PostgreSQL
+        delivers it exactly when the change commits (and never if it rolls back).  SQLite has
+        no cross-process notification; its nodes rely on the periodic refresh."""
+        if not self.is_postgres:
+            return
+        payload = json.dumps(
+            {"kind": kind, "tenant": tenant, "server": server, "node": self.node_id},
+            separators=(",", ":"),
+        )
+        conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANGE_CHANNEL, "payload": payload},
+        )
 
     def _tenant_id(self, conn: Connection, name: str, *, lock: bool = False) -> int:
         query = select(t.tenants.c.id).where(t.tenants.c.name == name)
@@ -219,6 +261,7 @@ class Store:
             for contact in dict.fromkeys(contacts):
                 conn.execute(insert(t.contacts).values(tenant_id=tenant_id, email=contact))
             self.audit(conn, actor, "tenant.add", f"contacts={','.join(contacts)}", now, name)
+            self.notify(conn, "tenant", name)
         return self.get_tenant(name)
 
     def add_contact(self, tenant: str, email: str, actor: str, now: datetime) -> None:
@@ -232,6 +275,7 @@ class Store:
             except IntegrityError:
                 raise StoreError(f"{email} is already a contact of {tenant}") from None
             self.audit(conn, actor, "contact.add", email, now, tenant)
+            self.notify(conn, "tenant", tenant)
 
     def get_tenant(self, name: str) -> Tenant:
         for tenant in self.list_tenants():
@@ -292,6 +336,7 @@ class Store:
                 now,
                 tenant,
             )
+            self.notify(conn, "connector", tenant)
         return next(c for c in self.list_connectors() if c.tenant == tenant and c.name == name)
 
     def list_connectors(self) -> list[Connector]:
@@ -365,7 +410,10 @@ class Store:
         with self.tx() as conn:
             tenant_id = self.ensure_tenant(conn, record.tenant, now)
             key = (t.servers.c.tenant_id == tenant_id, t.servers.c.fqdn == record.server)
-            existing = conn.execute(select(t.servers).where(*key)).first()
+            locked = select(t.servers).where(*key)
+            if not self.is_sqlite:
+                locked = locked.with_for_update()
+            existing = conn.execute(locked).first()
             if existing is None:
                 try:
                     with conn.begin_nested():
@@ -379,7 +427,7 @@ class Store:
                         )
                     server_id = int(result.inserted_primary_key[0])
                 except IntegrityError:
-                    existing = conn.execute(select(t.servers).where(*key)).first()
+                    existing = conn.execute(locked).first()
                     assert existing is not None
             if existing is not None:
                 server_id = int(existing.id)
@@ -395,6 +443,7 @@ class Store:
                     .values(first_detected=to_db(first), **values)
                 )
             self._touch_build(conn, server_id, record.build, record.last_seen)
+            self.notify(conn, "server", record.tenant, record.server)
         stored = self.get_server(record.tenant, record.server)
         assert stored is not None
         return stored
@@ -570,6 +619,7 @@ class Store:
                 now,
                 tenant,
             )
+            self.notify(conn, "pause", tenant)
         return Pause(pause_id, tenant, new.start, new.end, names)
 
     def end_pause(
@@ -601,6 +651,7 @@ class Store:
                 now,
                 row.tenant_name,
             )
+            self.notify(conn, "pause", row.tenant_name)
         return Pause(
             pause_id,
             row.tenant_name,
@@ -649,6 +700,7 @@ class Store:
                 now,
                 tenant,
             )
+            self.notify(conn, "override", tenant, server)
         return Override(override_id, tenant, server, reason, expires)
 
     def list_overrides(self, now: datetime | None = None) -> list[Override]:
@@ -685,6 +737,7 @@ class Store:
                 .values(removed_at=to_db(now))
             )
             self.audit(conn, actor, "override.remove", f"id={override_id}", now, row.tenant_name)
+            self.notify(conn, "override", row.tenant_name, row.server)
 
     # --- audit, settings, notifications ----------------------------------------------------
 
@@ -711,6 +764,7 @@ class Store:
             if not changed:
                 conn.execute(insert(t.settings).values(key=key, value=value, updated_at=to_db(now)))
             self.audit(conn, actor, "setting.set", key, now, None)
+            self.notify(conn, "setting", None, key)
 
     def claim_notification(
         self, event_key: str, tenant: str, server: str | None, event: str, body: str, now: datetime

@@ -33,8 +33,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
-def start_milter(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_milter(port: int, workdir: Path, add_header: bool = True) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
+    config = workdir / "drossel.toml"
+    config.write_text(f"[milter]\nadd_header = {'true' if add_header else 'false'}\n")
+    env["DROSSEL_CONFIG"] = str(config)
     log = (workdir / "milter.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "drossel.cli.main", "milter", "--listen",
@@ -57,6 +60,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-header", action="store_true",
+                        help="run drossel with [milter] add_header = false")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -65,7 +70,7 @@ def main() -> int:
     baseline = run_postfix_throughput(None, args.messages, args.sessions)
     with tempfile.TemporaryDirectory(prefix="drossel-bench-") as tmp:
         port = find_free_port()
-        milter = start_milter(port, Path(tmp))
+        milter = start_milter(port, Path(tmp), add_header=not args.no_header)
         cpu_before = _cpu_seconds(milter.pid)
         try:
             with_milter = run_postfix_throughput(
@@ -79,6 +84,7 @@ def main() -> int:
     result = {
         "messages": args.messages,
         "sessions": args.sessions,
+        "add_header": not args.no_header,
         "postfix_alone_msgs_per_s": round(baseline["msgs_per_s"], 1),
         "postfix_with_drossel_msgs_per_s": round(with_milter["msgs_per_s"], 1),
         "ratio": round(with_milter["msgs_per_s"] / baseline["msgs_per_s"], 3),

@@ -37,7 +37,12 @@ from harness.postfix import (  # noqa: E402
     unavailable_reason,
 )
 
-__all__ = ["exchange_message", "run_postfix_throughput", "unavailable_reason"]
+__all__ = [
+    "exchange_message",
+    "run_postfix_throughput",
+    "smtp_source_command",
+    "unavailable_reason",
+]
 
 #: A current Exchange SE build (in drossel's catalog) so a milter in front lets mail pass.
 DEFAULT_EXCHANGE_BUILD = "15.2.2562.53"
@@ -84,6 +89,32 @@ def _log_counts(text: str) -> dict[str, int]:
         "milter_reject": text.count("milter-reject:"),
         "smtpd_reject": len(re.findall(r"smtpd\[\d+\]: NOQUEUE: reject", text)),
     }
+
+
+def smtp_source_command(
+    smtp_source: str,
+    target: str,
+    messages: int,
+    sessions: int,
+    msg_file: Path,
+    *,
+    reuse_connections: bool = False,
+) -> list[str]:
+    """The smtp-source command line every benchmark uses (same load for every variant)."""
+    cmd = [
+        smtp_source,
+        "-s", str(sessions),
+        "-m", str(messages),
+        "-f", SENDER,
+        "-t", RECIPIENT,
+        "-M", "EXCH02.contoso.example",
+        "-F", str(msg_file),
+        "-A",  # keep going when a reply is not 2xx (e.g. a throttling milter)
+    ]  # fmt: skip
+    if reuse_connections:
+        cmd.append("-d")  # many messages per connection
+    cmd.append(target)
+    return cmd
 
 
 def run_postfix_throughput(
@@ -167,19 +198,10 @@ def run_postfix_throughput(
         pf.start()
         _wait_port(sink_port, 10, sink_proc)
 
-        cmd = [
-            smtp_source,
-            "-s", str(sessions),
-            "-m", str(messages),
-            "-f", SENDER,
-            "-t", RECIPIENT,
-            "-M", "EXCH02.contoso.example",
-            "-F", str(msg_file),
-            "-A",  # keep going when a reply is not 2xx (e.g. a throttling milter)
-        ]  # fmt: skip
-        if reuse_connections:
-            cmd.append("-d")
-        cmd.append(f"127.0.0.1:{pf.port}")
+        cmd = smtp_source_command(
+            smtp_source, f"127.0.0.1:{pf.port}", messages, sessions, msg_file,
+            reuse_connections=reuse_connections,
+        )
 
         t0 = time.perf_counter()
         source = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

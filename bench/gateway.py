@@ -28,13 +28,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _postfix import (
-    RECIPIENT,
-    SENDER,
     _tool,
     _wait_port,
     exchange_message,
     find_free_port,
     run_postfix_throughput,
+    smtp_source_command,
     unavailable_reason,
 )
 
@@ -80,17 +79,9 @@ def run_gateway_throughput(
             )
         _wait_port(sink_port, 10, sink_proc)
         _wait_port(gw_port, 30, gw_proc)
-        cmd = [
-            smtp_source,
-            "-s", str(sessions),
-            "-m", str(messages),
-            "-f", SENDER,
-            "-t", RECIPIENT,
-            "-M", "EXCH02.contoso.example",
-            "-F", str(msg_file),
-            "-A",
-            f"127.0.0.1:{gw_port}",
-        ]  # fmt: skip
+        cmd = smtp_source_command(
+            smtp_source, f"127.0.0.1:{gw_port}", messages, sessions, msg_file
+        )
         t0 = time.perf_counter()
         source = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         t_submit = time.perf_counter() - t0

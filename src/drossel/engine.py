@@ -204,19 +204,12 @@ class Enforcer:
 
     def classify(self, client: ClientInfo) -> ConnectionFacts:
         """Which tenant and connector the connection belongs to (SPEC §2)."""
-        for connector in self._connectors:
-            if connector.matches(client.addr, client.tls_name):
-                return ConnectionFacts(
-                    tenant=connector.tenant,
-                    connector_type=connector.type,
-                    client_addr=client.addr,
-                    client_name=client.name,
-                    helo=client.helo,
-                    tls_name=client.tls_name,
-                )
+        matched = next(
+            (c for c in self._connectors if c.matches(client.addr, client.tls_name)), None
+        )
         return ConnectionFacts(
-            tenant="default",
-            connector_type="Default",
+            tenant=matched.tenant if matched else "default",
+            connector_type=matched.type if matched else "Default",
             client_addr=client.addr,
             client_name=client.name,
             helo=client.helo,

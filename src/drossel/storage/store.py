@@ -133,6 +133,11 @@ def _validate_ranges(ranges: Iterable[str]) -> tuple[str, ...]:
     return tuple(result)
 
 
+def _check_email(address: str) -> None:
+    if "@" not in address or len(address) > 320 or any(c in address for c in "\r\n <>"):
+        raise StoreError(f"not a mail address: {address!r}")
+
+
 def _check_text(value: str, what: str, limit: int = 200) -> str:
     value = value.strip()
     if not value:
@@ -245,8 +250,7 @@ class Store:
     ) -> Tenant:
         name = _check_text(name, "tenant name")
         for contact in contacts:
-            if "@" not in contact or len(contact) > 320 or any(c in contact for c in "\r\n <>"):
-                raise StoreError(f"not a mail address: {contact!r}")
+            _check_email(contact)
         with self.tx() as conn:
             exists = conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first()
             if exists is not None:
@@ -265,8 +269,7 @@ class Store:
         return self.get_tenant(name)
 
     def add_contact(self, tenant: str, email: str, actor: str, now: datetime) -> None:
-        if "@" not in email or any(c in email for c in "\r\n <>"):
-            raise StoreError(f"not a mail address: {email!r}")
+        _check_email(email)
         with self.tx() as conn:
             tenant_id = self._tenant_id(conn, tenant)
             try:

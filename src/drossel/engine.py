@@ -54,12 +54,18 @@ log = logging.getLogger("drossel.decision")
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
-    """What the MTA tells us about the SMTP client."""
+    """What the MTA tells us about the SMTP client.
+
+    ``name`` is only a *forward-confirmed* reverse-DNS name (Postfix's ``{client_name}``; the
+    gateway's own lookup), ``ptr`` the unconfirmed PTR name (``{client_ptr}``), ``tls_name`` only
+    a name from a *verified* TLS client certificate.  ``helo`` proves nothing (SPEC §3).
+    """
 
     addr: str | None = None
     name: str | None = None
     helo: str | None = None
     tls_name: str | None = None
+    ptr: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,7 +196,7 @@ class MemoryStore:
             self._known_tenant(pause.tenant)
             unknown = [s for s in pause.servers if (pause.tenant, s) not in self._servers]
             if unknown:
-                raise NotFound(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
+                raise Invalid(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
             check(self.list_pauses(pause.tenant))
             stored = replace(pause, id=next(self._ids))
             assert stored.id is not None

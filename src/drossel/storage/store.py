@@ -558,7 +558,7 @@ class Store:
                 }
                 unknown = [n for n in pause.servers if n not in known]
                 if unknown:
-                    raise NotFound(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
+                    raise Invalid(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
             check(self._pauses(conn, pause.tenant))
             result = conn.execute(
                 insert(t.pauses).values(

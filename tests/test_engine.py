@@ -12,7 +12,6 @@ from drossel.app.services import Services
 from drossel.config import Config
 from drossel.core.detection import parse_headers
 from drossel.core.policy import Policy
-from drossel.core.schedule import hour_offset
 from drossel.engine import ClientInfo, Enforcer
 from drossel.runtime import open_store
 

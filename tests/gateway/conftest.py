@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from drossel.config import Config, GatewayConfig
+from drossel.core.policy import Policy
 from drossel.engine import Enforcer
 from drossel.gateway.server import GatewayHandle, start_gateway
 from drossel.runtime import build_enforcer
@@ -164,7 +165,10 @@ def clock() -> MutableClock:
 
 @pytest.fixture
 def enforcer(tmp_path: Path, clock: MutableClock) -> Enforcer:
-    enf = build_enforcer(Config(), clock, f"sqlite:///{tmp_path / 'drossel.db'}")
+    # the test client is not the Exchange server it names: unverified evidence (SPEC §3),
+    # enforced here on purpose; tests/gateway/test_evidence.py covers the default
+    config = Config(policy=Policy(enforce_unverified=True))
+    enf = build_enforcer(config, clock, f"sqlite:///{tmp_path / 'drossel.db'}")
     yield enf  # type: ignore[misc]
     enf.store.dispose()
 

@@ -275,7 +275,7 @@ async def test_throttle_window_answers_450_and_sends_nothing_on(
     assert await reply_of(gateway, se) == "250 2.0.0 Ok: queued as XYZ"
 
 
-async def test_stage_8_blocks_with_550_and_refuses_early_at_rcpt(
+async def test_stage_8_blocks_with_550_and_a_patched_server_is_accepted_at_once(
     gateway: GatewayHandle, sink: NextHopSink, clock: MutableClock
 ) -> None:
     server = "EX2013.contoso.example"  # the Exchange server connects itself (EHLO name)
@@ -283,14 +283,12 @@ async def test_stage_8_blocks_with_550_and_refuses_early_at_rcpt(
     assert await reply_of(gateway, old, local_hostname=server) == "250 2.0.0 Ok: queued as XYZ"
     clock.advance(days=95)
     assert await reply_of(gateway, old, local_hostname=server) == BLOCK_REPLY  # at end of DATA
-    mails_before = len(sink.mails)
-    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as info:
-        # a known, fully blocked client is refused at RCPT already
-        await send(gateway, old, local_hostname=server)
-    refused = info.value.recipients[0]
-    assert f"{refused.code} {refused.message}" == BLOCK_REPLY
-    assert len(sink.messages) == 1
-    assert len(sink.mails) == mails_before + 1  # MAIL went on, RCPT/DATA never did
+    assert await reply_of(gateway, old, local_hostname=server) == BLOCK_REPLY
+    # the same client, patched: accepted on its first message with the new build (SPEC §4),
+    # never refused before its headers are read
+    patched = exchange_message(build=CURRENT_SE, server=server)
+    assert await reply_of(gateway, patched, local_hostname=server) == "250 2.0.0 Ok: queued as XYZ"
+    assert len(sink.messages) == 2
 
 
 # --- STARTTLS --------------------------------------------------------------------------------

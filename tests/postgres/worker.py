@@ -15,9 +15,9 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+from drossel.app.errors import AppError
 from drossel.app.services import Services
 from drossel.core.policy import Policy
-from drossel.app.errors import AppError
 from drossel.storage.store import Store
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)

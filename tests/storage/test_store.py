@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from drossel.app.errors import AppError
 from drossel.app.services import Services
 from drossel.core.decision import ServerRecord
 from drossel.core.policy import Policy
 from drossel.core.schedule import budget_used
-from drossel.app.errors import AppError
 from drossel.storage.store import Store
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)

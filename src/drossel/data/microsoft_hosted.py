@@ -28,8 +28,8 @@ HOST_FAMILIES: tuple[dict[str, str], ...] = (
         "research/exchange-headers.md section 2.8",
     },
     {
-        "suffix": ".outlook.office365.com",
-        "service": "Exchange Online client/front-end access (CAFE) hops",
+        "suffix": ".office365.com",
+        "service": "Exchange Online client/front-end access (CAFE) hops (outlook.office365.com)",
         "era": "2013-today",
         "examples": "CO2PR07CA008.outlook.office365.com, DB4PR02CA0019.outlook.office365.com",
         "source": "unomaha email-header exercise (2013-12-10, 15.0.800.7 via Frontend "
@@ -53,7 +53,7 @@ HOST_FAMILIES: tuple[dict[str, str], ...] = (
         "lore linux-mips 2015-10-14 (15.1.293.9)",
     },
     {
-        "suffix": ".mgd.msft.net",
+        "suffix": ".msft.net",
         "service": "Exchange Online Dedicated (BPOS-D): customer-dedicated Exchange run by "
         "Microsoft",
         "era": "2010-2015",
@@ -79,6 +79,16 @@ HOST_FAMILIES: tuple[dict[str, str], ...] = (
         "examples": "ch1outboundpool.messaging.microsoft.com, va3ehsobe005.messaging.microsoft.com",
         "source": "lore linux-mips 2009-02-26; lore git@vger 2012-02-16, 2012-12-21; "
         "cygwin-patches 2014-03-20",
+    },
+    {
+        "suffix": ".microsoft.com",
+        "service": "Microsoft's own mail relays and corporate (dogfood) Exchange, run and patched "
+        "by Microsoft",
+        "era": "2008-today",
+        "examples": "mail.microsoft.com, TK5EX14HUBC106.redmond.corp.microsoft.com",
+        "source": "lore git@vger 2013-03-18 (va3outboundpool.messaging.microsoft.com to "
+        "mail.microsoft.com 14.2.318.3; TK5EX14HUBC106.redmond.corp.microsoft.com to "
+        "BL2FFO11FD010.mail.protection.outlook.com 15.0.641.9)",
     },
     {
         "suffix": ".frontbridge.com",

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.conftest import FIXTURES
 
 from drossel.core.catalog import Catalog
 from drossel.core.detection import DetectedServer, Detection, detect
 from drossel.core.hosted import MICROSOFT_HOSTED
-from tests.conftest import FIXTURES
 
 CORPUS = FIXTURES / "hosted"
 CASES = sorted(CORPUS.iterdir())

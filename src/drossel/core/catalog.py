@@ -284,7 +284,7 @@ def _esu_periods(
             if not start <= release.release_date <= end:
                 raise CatalogError(f"{where}: {release.update_name} was released outside it")
             if build in claimed:
-                raise CatalogError(f"{where}: {build} is listed in two periods")
+                raise CatalogError(f"{where}: {build} is listed twice")
             claimed.add(build)
             builds.add(build)
         periods.append(

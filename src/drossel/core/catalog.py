@@ -81,6 +81,7 @@ class Catalog:
     _builds: tuple[Build, ...] = field(init=False, repr=False, compare=False)
     _lines: dict[Build, Release] = field(init=False, repr=False, compare=False)
     _cu_keys: frozenset[tuple[int, int, int]] = field(init=False, repr=False, compare=False)
+    _newest: dict[str, Build] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.releases, key=lambda r: (r.build, r.release_date)))
@@ -94,6 +95,8 @@ class Catalog:
             lines[release.build] = current[release.product]
         object.__setattr__(self, "_lines", lines)
         object.__setattr__(self, "_cu_keys", frozenset(r.build.cu_key for r in ordered))
+        # releases are sorted by build, so the last one seen of a product is its newest
+        object.__setattr__(self, "_newest", {r.product: r.build for r in ordered})
 
     def is_on_premises_line(self, build: Build) -> bool:
         """False for an Exchange 2013/2016/2019/SE build whose CU line (major.minor.build) no
@@ -104,8 +107,8 @@ class Catalog:
         product = product_of(build)
         if build.major != 15 or product is None:
             return True
-        known = [r.build for r in self.releases if r.product == product]
-        if not known or build > max(known):
+        newest = self._newest.get(product)
+        if newest is None or build > newest:
             return True
         return build.cu_key in self._cu_keys
 

@@ -63,6 +63,14 @@ HOST_FAMILIES: tuple[dict[str, str], ...] = (
     },
     # ---- Forefront Online Protection for Exchange / FrontBridge (pre-EOP filtering) ---------
     {
+        "suffix": ".microsoftonline.com",
+        "service": "Business Productivity Online Suite (BPOS), Exchange Online before Office 365",
+        "era": "2008-2012",
+        "examples": "smtp.mail.microsoftonline.com, smtp.mail.emea.microsoftonline.com",
+        "source": "blogs.technet.com/bpositive/archive/2009/09/01/"
+        "smtp-enabled-for-bpos-worldwide.aspx (Microsoft Online SMTP servers per datacenter)",
+    },
+    {
         "suffix": ".bigfish.com",
         "service": "Forefront Online Protection for Exchange (FOPE) and Exchange Hosted "
         "Services hubs",
@@ -182,6 +190,13 @@ POD_NAME_PATTERNS: tuple[dict[str, str], ...] = (
         "service": "FOPE / Exchange Hosted Services inbound and outbound machines",
         "examples": "CH1EHSOBE005, VA3EHSMHS038, TX2EHSMHS007",
         "source": "lore git@vger 2012-12-21 and 2013-03-18; unomaha exercise 2013-01-17",
+    },
+    {
+        "pattern": r"[a-z]{2,3}[0-9]p?epf[0-9a-f]{8}",
+        "service": "Exchange Online Protection front-door machines (PEPF/EPF names)",
+        "examples": "SA2PEPF00003AEA, SJ1PEPF00001CE1, CY4PEPF0000E9D1, CH2PEPF000000A0",
+        "source": "lore archives 2023-06-08, 2024-04-29, 2024-10-16, 2024-11-25 "
+        "(*.namprd0N.prod.outlook.com to *.outlook.office365.com via Frontend Transport)",
     },
     {
         "pattern": r"pod5[0-9]{4}",

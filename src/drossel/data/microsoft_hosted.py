@@ -133,8 +133,9 @@ HOST_FAMILIES: tuple[dict[str, str], ...] = (
         "trustee, closed 2021)",
         "era": "2016-2021",
         "examples": "*.mail.protection.outlook.de",
-        "source": "research/exchange-headers.md (drossel's original EXO suffix list); "
-        "Learn Microsoft Cloud Deutschland endpoints",
+        "source": "learn.microsoft.com/azure/germany/germany-developer-guide (Microsoft Cloud "
+        "Germany, a separate instance closed 2021-10-29); the outlook.de zone was in drossel's "
+        "first Exchange Online suffix list, no stored header example of it was found",
     },
     # ---- consumer mail (Hotmail / Outlook.com) ---------------------------------------------
     {
@@ -202,7 +203,8 @@ POD_NAME_PATTERNS: tuple[dict[str, str], ...] = (
         "pattern": r"pod5[0-9]{4}",
         "service": "Exchange Online (Wave 14) client pods",
         "examples": "pod51018.outlook.com, pod51011.outlook.com",
-        "source": "lore linux-gpio 2013-06-20 and 2013-08-14; lore 2014-04-07",
+        "source": "lore linux-gpio 2013-06-20 and 2013-08-14; lore 2014-04-07; pastebin "
+        "GF5yxC8c (https://pod51013.outlook.com/owa/ and /ews/ endpoints)",
     },
 )
 """Machine names (the first label of a host, matched whole, case-insensitively) that only

@@ -7,8 +7,8 @@ import json
 from datetime import datetime
 from importlib import resources
 
-from drossel.core.catalog import Catalog, CatalogError, catalog_to_dict, parse_catalog
 from drossel.app.storage import StateStore
+from drossel.core.catalog import Catalog, CatalogError, catalog_to_dict, parse_catalog
 
 SETTING_KEY = "catalog"
 

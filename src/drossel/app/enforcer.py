@@ -272,7 +272,7 @@ class Enforcer:
             if self.auto_refresh:
                 self._maybe_refresh(now)
             facts = self.classify(client)
-            detection = detect_in_headers(headers, self.policy.trusted_hosts)
+            detection = detect_in_headers(headers, self.policy.trusted_hosts, catalog=self.catalog)
             server = detection.connecting
             if server is None or self.policy.mode == "off":
                 verdict = decide(detection, facts, Snapshot(), now, self.policy, self.catalog)

@@ -100,7 +100,10 @@ def _read_input(name: str | None) -> bytes:
 
 
 def cmd_detect(ctx: Context) -> int:
-    detection = detect(_read_input(ctx.args.file), ctx.config.policy.trusted_hosts)
+    # The catalog rules out 15.x builds of CU lines no on-premises release ever had.
+    detection = detect(
+        _read_input(ctx.args.file), ctx.config.policy.trusted_hosts, catalog=_catalog(ctx)
+    )
     if ctx.args.json:
         emit(detection.to_json())
         return 0
@@ -197,7 +200,7 @@ def cmd_check(ctx: Context) -> int:
         raise CliError("--first-seen must not be after --at")
     policy = ctx.config.policy
     catalog = _catalog(ctx)
-    detection = detect(_read_input(ctx.args.file), policy.trusted_hosts)
+    detection = detect(_read_input(ctx.args.file), policy.trusted_hosts, catalog=catalog)
     assessment = None
     snapshot = Snapshot()
     facts = ConnectionFacts(tenant=ctx.args.tenant, connector_type=ctx.args.connector_type)

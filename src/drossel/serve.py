@@ -4,6 +4,7 @@ admin web and notifications) on one shared engine, SQLite by default."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -22,6 +23,8 @@ from drossel.storage.schema import tokens
 from drossel.storage.store import Store
 from drossel.storage.tokens import add_token, new_token_value
 from drossel.web.session_key import state_directory
+
+log = logging.getLogger("drossel")
 
 Service = Callable[[asyncio.Event], Awaitable[None]]
 
@@ -106,7 +109,12 @@ def cmd_serve(ctx: Any) -> int:
         services.append(lambda stop: run_notifier(enforcer.store, config, ctx.clock, stop))
     if not services:
         raise ValueError("nothing to serve: enable [serve] milter, gateway or web")
-    token = first_operator_token(enforcer.store, ctx.clock()) if config.serve.web else None
+    token = None
+    if config.serve.web:
+        try:
+            token = first_operator_token(enforcer.store, ctx.clock())
+        except Exception as exc:  # the database may be unreachable; serving starts anyway
+            log.warning("could not check for an operator token: %s", exc)
     token_lines = (
         hand_over_token(token, state_directory(config, db_url), sys.stderr.isatty())
         if token

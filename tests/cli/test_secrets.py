@@ -1,0 +1,85 @@
+"""Database passwords never appear in what drossel prints or logs: ``drossel db upgrade`` and
+``drossel serve`` with a real PostgreSQL URL carrying a password, once with credentials the
+server refuses and once with working ones."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from tests.cli.running import clean_env, run, serve
+from tests.pg import ADMIN_URL, _connect_admin, ensure_running
+
+pytestmark = pytest.mark.postgres
+
+PASSWORD = "Pw-" + uuid.uuid4().hex[:16]
+
+
+def _url(user: str, database: str, password: str = PASSWORD) -> str:
+    host = ADMIN_URL.split("@", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql+psycopg://{user}:{password}@{host}/{database}"
+
+
+@contextmanager
+def role_with_password() -> Iterator[str]:
+    """A login role with a password owning a fresh database; yields its URL."""
+    ensure_running()
+    name = f"drossel_pw_{uuid.uuid4().hex[:8]}"
+    with _connect_admin() as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}'")
+        conn.execute(f'CREATE DATABASE "{name}" OWNER {name}')
+    try:
+        yield _url(name, name)
+    finally:
+        with _connect_admin() as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+def refused_url() -> str:
+    ensure_running()
+    return _url(f"drossel_nobody_{uuid.uuid4().hex[:6]}", "postgres")
+
+
+def test_db_upgrade_refused_does_not_print_the_password(tmp_path: Path) -> None:
+    result = run("db", "upgrade", "--db", refused_url(), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "drossel: error" in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    broken = _url("someone", "x").replace(":5432", ":notaport")
+    result = run("db", "upgrade", "--db", broken, cwd=tmp_path)
+    assert result.returncode != 0
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_db_upgrade_working_shows_the_url_masked(tmp_path: Path) -> None:
+    with role_with_password() as url:
+        result = run("db", "upgrade", cwd=tmp_path, env=clean_env(DROSSEL_DB=url))
+    assert result.returncode == 0, result.stderr
+    assert "database schema is up to date" in result.stdout
+    assert ":***@" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_serve_never_prints_the_password(tmp_path: Path) -> None:
+    with role_with_password() as url:
+        assert run("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0
+        served = serve(tmp_path, "--db", url)
+        output = served.stop()
+        assert served.process.returncode == 0, output
+    assert "state       postgresql+psycopg://" in output and ":***@" in output
+    assert PASSWORD not in output
+    # refused credentials: serve starts offline and says so in the log, without the password
+    elsewhere = tmp_path / "refused"
+    elsewhere.mkdir()
+    served = serve(elsewhere, "--db", refused_url())
+    output = served.stop()
+    assert "unreachable at start" in output
+    assert PASSWORD not in output

@@ -145,7 +145,7 @@ def browser_login(served: Served, token: str) -> str:
     return session[0].split(";")[0]
 
 
-def token_json(cwd: Path, config: Path) -> list[dict[str, Any]]:
-    result = run("token", "list", "--json", "--config", str(config), cwd=cwd)
+def token_json(cwd: Path, *args: str) -> list[dict[str, Any]]:
+    result = run("token", "list", "--json", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]

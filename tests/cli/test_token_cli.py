@@ -4,18 +4,42 @@ every session made with it are refused by the running web process on the very ne
 from __future__ import annotations
 
 import stat
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from tests.cli.running import browser_login, http, run, serve, token_json
+from tests.pg import postgres_database
 
 
-def test_revoked_token_and_its_sessions_are_refused_by_a_running_server(tmp_path: Path) -> None:
-    served = serve(tmp_path)
+@contextmanager
+def state(kind: str) -> Iterator[tuple[str, ...]]:
+    """``--db`` arguments for the embedded SQLite default or a fresh PostgreSQL database."""
+    if kind == "sqlite":
+        yield ()
+        return
+    with postgres_database(f"drossel_test_{uuid.uuid4().hex[:10]}") as url:
+        yield ("--db", url)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_revoked_token_and_its_sessions_are_refused_by_a_running_server(
+    tmp_path: Path, kind: str
+) -> None:
+    with state(kind) as db:
+        _revocation_reaches_a_running_server(tmp_path, db)
+
+
+def _revocation_reaches_a_running_server(tmp_path: Path, db: tuple[str, ...]) -> None:
     config = tmp_path / "drossel.toml"
+    if db:
+        assert run("db", "upgrade", *db, cwd=tmp_path).returncode == 0
+    served = serve(tmp_path, *db)
+    db = (*db, "--config", str(config))
     try:
-        assert (
-            run("tenant", "add", "contoso", "--config", str(config), cwd=tmp_path).returncode == 0
-        )
+        assert run("tenant", "add", "contoso", *db, cwd=tmp_path).returncode == 0
         created = run(
             "token",
             "create",
@@ -23,8 +47,7 @@ def test_revoked_token_and_its_sessions_are_refused_by_a_running_server(tmp_path
             "contoso",
             "--label",
             "alice",
-            "--config",
-            str(config),
+            *db,
             cwd=tmp_path,
         )
         assert created.returncode == 0, created.stderr
@@ -34,10 +57,10 @@ def test_revoked_token_and_its_sessions_are_refused_by_a_running_server(tmp_path
         session = browser_login(served, token)
         assert http(served.url("/t/contoso"), cookie=session)[0] == 200
 
-        (row,) = [r for r in token_json(tmp_path, config) if r["label"] == "alice"]
+        (row,) = [r for r in token_json(tmp_path, *db) if r["label"] == "alice"]
         assert row["tenant"] == "contoso" and row["revoked"] is None
         assert row["last_used"] is not None  # the web process recorded the use
-        revoked = run("token", "revoke", str(row["id"]), "--config", str(config), cwd=tmp_path)
+        revoked = run("token", "revoke", str(row["id"]), *db, cwd=tmp_path)
         assert revoked.returncode == 0, revoked.stderr
 
         # no cache to wait out: the first request after the command returned is refused
@@ -46,11 +69,11 @@ def test_revoked_token_and_its_sessions_are_refused_by_a_running_server(tmp_path
         assert status == 303 and headers["location"].startswith("/login")
     finally:
         served.stop()
-    (row,) = [r for r in token_json(tmp_path, config) if r["label"] == "alice"]
+    (row,) = [r for r in token_json(tmp_path, *db) if r["label"] == "alice"]
     assert row["revoked"] is not None
-    again = run("token", "revoke", str(row["id"]), "--config", str(config), cwd=tmp_path)
+    again = run("token", "revoke", str(row["id"]), *db, cwd=tmp_path)
     assert again.returncode != 0 and "already revoked" in again.stderr
-    unknown = run("token", "revoke", "999", "--config", str(config), cwd=tmp_path)
+    unknown = run("token", "revoke", "999", *db, cwd=tmp_path)
     assert unknown.returncode != 0 and "unknown token 999" in unknown.stderr
 
 

@@ -29,17 +29,23 @@ def _password(url: str) -> str | None:
     return None if password is None else str(password)
 
 
+def _raw_password(url: str) -> str | None:
+    """The password exactly as written in ``url`` (``scheme://user:PASSWORD@host/...``)."""
+    _, _, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    credentials, at, _ = authority.rpartition("@")
+    _, colon, password = credentials.partition(":")
+    return password if at and colon else None
+
+
 def remember_url(url: str) -> None:
-    """Note the password of ``url`` (and its URL-quoted forms) so :func:`redact` hides it."""
-    password = _password(url)
-    if not password:
-        # an unparsable URL may still carry "user:password@": take what sits between them
-        _, _, rest = url.partition("://")
-        credentials, at, _ = rest.rpartition("@")
-        password = credentials.partition(":")[2] if at else None
-    if password:
-        with _lock:
-            _secrets.update({password, quote(password, safe=""), quote_plus(password)})
+    """Note the password of ``url`` (as written, decoded and re-quoted) for :func:`redact`."""
+    forms = {_raw_password(url), _password(url)}
+    decoded = _password(url)
+    if decoded:
+        forms.update({quote(decoded, safe=""), quote_plus(decoded)})
+    with _lock:
+        _secrets.update(f for f in forms if f)
 
 
 def redact(text: str) -> str:

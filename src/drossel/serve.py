@@ -56,8 +56,15 @@ def hand_over_token(token: str, directory: Path, interactive: bool) -> tuple[str
             "            (shown once; more with: drossel token create --operator)",
         )
     path = directory / TOKEN_FILE
-    path.unlink(missing_ok=True)
-    create_private(path, token + "\n")
+    try:
+        path.unlink(missing_ok=True)
+        create_private(path, token + "\n")
+    except OSError as exc:
+        log.warning("could not write the first operator token to %s: %s", path, exc.strerror)
+        return (
+            "            first start: an operator token was created but could not be shown;",
+            "            revoke it (drossel token list) and use: drossel token create --operator",
+        )
     return (
         f"            first start: operator login token written to {path} (mode 0600)",
         "            read it, then delete the file; more with: drossel token create --operator",

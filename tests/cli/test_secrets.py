@@ -4,6 +4,8 @@ server refuses and once with working ones."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +15,7 @@ import pytest
 from tests.cli.running import clean_env, run, serve
 from tests.pg import ADMIN_URL, _connect_admin, ensure_running
 
-pytestmark = pytest.mark.postgres
+from drossel.redact import RedactingFilter, display_url, redact
 
 PASSWORD = "Pw-" + uuid.uuid4().hex[:16]
 
@@ -48,6 +50,23 @@ def refused_url() -> str:
     return _url(f"drossel_nobody_{uuid.uuid4().hex[:6]}", "postgres")
 
 
+def test_passwords_are_masked_in_urls_messages_and_log_records() -> None:
+    url = "postgresql+psycopg://drossel:p%40ss%2Fw0rd!@db.example:5432/drossel"
+    assert display_url(url) == "postgresql+psycopg://drossel:***@db.example:5432/drossel"
+    assert "p@ss/w0rd!" not in redact("FATAL: password p@ss/w0rd! rejected for " + url)
+    assert "p%40ss%2Fw0rd" not in redact(url)
+    record = logging.LogRecord("drossel", logging.WARNING, __file__, 1, "url=%s", (url,), None)
+    try:
+        raise RuntimeError("cannot parse " + url)
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+    assert RedactingFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert "cannot parse" in text and "RuntimeError" in text
+    assert "p%40ss" not in text and "p@ss/w0rd!" not in text
+
+
+@pytest.mark.postgres
 def test_db_upgrade_refused_does_not_print_the_password(tmp_path: Path) -> None:
     result = run("db", "upgrade", "--db", refused_url(), cwd=tmp_path)
     assert result.returncode != 0
@@ -59,6 +78,7 @@ def test_db_upgrade_refused_does_not_print_the_password(tmp_path: Path) -> None:
     assert PASSWORD not in result.stdout + result.stderr
 
 
+@pytest.mark.postgres
 def test_db_upgrade_working_shows_the_url_masked(tmp_path: Path) -> None:
     with role_with_password() as url:
         result = run("db", "upgrade", cwd=tmp_path, env=clean_env(DROSSEL_DB=url))
@@ -68,6 +88,7 @@ def test_db_upgrade_working_shows_the_url_masked(tmp_path: Path) -> None:
     assert PASSWORD not in result.stdout + result.stderr
 
 
+@pytest.mark.postgres
 def test_serve_never_prints_the_password(tmp_path: Path) -> None:
     with role_with_password() as url:
         assert run("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0

@@ -215,13 +215,3 @@ def test_notifications_are_claimed_once(store: Store) -> None:
     store.add_tenant("contoso", [], "t", NOW)
     assert store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
     assert not store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
-
-
-def test_tokens_are_hashed(store: Store) -> None:
-    store.add_tenant("contoso", [], "t", NOW)
-    store.add_token("drs_secret", "tenant-admin", "contoso", "admin", "t", NOW)
-    assert store.lookup_token("drs_secret") == ("tenant-admin", "contoso")
-    assert store.lookup_token("drs_other") is None
-    with store.engine.connect() as conn:
-        stored = conn.exec_driver_sql("SELECT token_hash FROM tokens").scalar_one()
-    assert "drs_secret" not in stored

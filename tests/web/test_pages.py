@@ -71,15 +71,28 @@ def test_login_needs_login_csrf(client):  # type: ignore[no-untyped-def]
 
 
 def test_login_rate_limited_per_ip(client, seeded):  # type: ignore[no-untyped-def]
-    for _ in range(seeded.config.web.login_attempts_per_minute):
+    for i in range(seeded.config.web.login_attempts_per_minute):
         page = client.get("/login")
-        r = client.post("/login", data={"csrf": csrf_of(page.text), "token": "drs_wrong"})
+        r = client.post("/login", data={"csrf": csrf_of(page.text), "token": f"drs_{i:04d}wrong"})
         assert r.status_code == 401
         assert "not valid" in r.text
     page = client.get("/login")
     r = client.post("/login", data={"csrf": csrf_of(page.text), "token": TOKENS["contoso"]})
     assert r.status_code == 429
-    assert "Too many failed logins" in r.text
+    assert "Too many failed logins from your address" in r.text
+
+
+def test_login_guesses_at_one_token_are_limited(client, seeded):  # type: ignore[no-untyped-def]
+    prefix = TOKENS["contoso"][:12]
+    for i in range(seeded.config.web.token_attempts_per_minute):
+        page = client.get("/login")
+        r = client.post("/login", data={"csrf": csrf_of(page.text), "token": f"{prefix}x{i}"})
+        assert r.status_code == 401
+    page = client.get("/login")
+    r = client.post("/login", data={"csrf": csrf_of(page.text), "token": f"{prefix}again"})
+    assert r.status_code == 429
+    assert "Too many failed logins with this token" in r.text
+    login(client, "fabrikam")  # other tokens still log in from the same address
 
 
 def test_open_redirect_refused(client):  # type: ignore[no-untyped-def]
@@ -225,6 +238,23 @@ def test_logout(client):  # type: ignore[no-untyped-def]
     assert r.status_code == 303
     client.cookies.clear()
     assert client.get("/t/contoso", follow_redirects=False).status_code == 303
+
+
+def test_a_copied_cookie_stops_working_after_logout(client, app):  # type: ignore[no-untyped-def]
+    login(client, "contoso")
+    copied = client.cookies.get("drossel_session")
+    assert copied
+    with TestClient(app) as thief:
+        thief.cookies.set("drossel_session", copied)
+        assert thief.get("/t/contoso", follow_redirects=False).status_code == 200
+        token = csrf_of(client.get("/t/contoso").text)
+        assert (
+            client.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+        )
+        assert thief.get("/t/contoso", follow_redirects=False).status_code == 303
+        assert (
+            thief.get("/t/contoso", follow_redirects=False).headers["location"].startswith("/login")
+        )
 
 
 def test_forged_session_cookie(client):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from drossel.app.errors import NotFound
 from drossel.storage import schema as t
 from drossel.storage.store import Store, StoreError
 from drossel.storage.tokens import (
@@ -44,7 +45,7 @@ def test_token_roles_are_checked(store: Store) -> None:
         add_token(store, "drs_x", "tenant-admin", None, "", "t", NOW)
     with pytest.raises(StoreError, match="role must be"):
         add_token(store, "drs_x", "root", None, "", "t", NOW)
-    with pytest.raises(StoreError, match="unknown tenant"):
+    with pytest.raises(NotFound, match="unknown tenant"):
         add_token(store, "drs_x", "tenant-admin", "nobody", "", "t", NOW)
 
 

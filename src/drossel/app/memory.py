@@ -38,6 +38,9 @@ class MemoryStore:
         self._audit: list[AuditEntry] = []
         self._settings: dict[str, str] = {}
 
+    def dispose(self) -> None:
+        """Nothing to release."""
+
     def _audit_entry(
         self, actor: str, action: str, detail: str, now: datetime, tenant: str | None
     ) -> None:

@@ -70,6 +70,10 @@ class GatewayConfig(_Section):
     tls_client_ca: str | None = None
     """CA bundle to verify client certificates; a verified name is matched to connectors."""
     early_refusal: bool = True
+    #: Relay through a next hop that does not offer XCLIENT to us although we listen on a
+    #: non-loopback address.  The next hop then sees every client as the gateway's address:
+    #: only safe when it does not trust that address for relaying (see docs/postfix.md).
+    allow_without_xclient: bool = False
 
 
 class WebConfig(_Section):

@@ -91,6 +91,7 @@ class GatewayHandler:
         *,
         hostname: str,
         early_refusal: bool = True,
+        require_xclient: bool = False,
     ) -> None:
         self.enforcer = enforcer
         self.config = config
@@ -98,6 +99,7 @@ class GatewayHandler:
         self.early_refusal = early_refusal
         self.relay_host, self.relay_port = split_hostport(config.relay)
         self.relay_tls: RelayTls = config.relay_tls
+        self.require_xclient = require_xclient
         self._hops: dict[Session, NextHop] = {}
 
     # --- per-connection state -------------------------------------------------------------
@@ -111,6 +113,7 @@ class GatewayHandler:
                 local_hostname=self.hostname,
                 tls=self.relay_tls,
                 timeout=self.config.timeout,
+                require_xclient=self.require_xclient,
             )
             self._hops[session] = hop
         return hop
@@ -179,13 +182,18 @@ class GatewayHandler:
     ) -> str:
         hop = self._hop(session)
         with self.waiting_for_next_hop(server):
-            return await self._mail(hop, envelope, address, mail_options)
+            return await self._mail(hop, session, envelope, address, mail_options)
 
     async def _mail(
-        self, hop: NextHop, envelope: Envelope, address: str, mail_options: list[str]
+        self,
+        hop: NextHop,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         try:
-            refused = await hop.open()
+            refused = await hop.open(self.client_info(session), esmtp=session.extended_smtp)
             if refused is not None:
                 return str(refused)
             options: list[str] = []

@@ -15,6 +15,9 @@ from typing import Literal
 
 import aiosmtplib
 
+from drossel.engine import ClientInfo
+from drossel.gateway.xclient import helo_for_next_hop, xclient_commands
+
 log = logging.getLogger("drossel.gateway")
 
 RelayTls = Literal["none", "opportunistic", "required"]
@@ -73,8 +76,10 @@ class NextHop:
         local_hostname: str,
         tls: RelayTls = "opportunistic",
         timeout: float = 60.0,
+        require_xclient: bool = False,
     ) -> None:
         self.host = host
+        self.require_xclient = require_xclient
         self.port = port
         self.local_hostname = local_hostname
         self.tls = tls
@@ -90,11 +95,58 @@ class NextHop:
     def supports(self, extension: str) -> bool:
         return self._smtp is not None and self._smtp.supports_extension(extension)
 
-    async def open(self) -> Reply | None:
-        """Connect, EHLO and STARTTLS as configured.  Returns a refusal by the next hop (its
-        greeting or EHLO answer) or ``None`` when the session is ready."""
+    @property
+    def offers_xclient(self) -> bool:
+        return self.supports("xclient")
+
+    async def open(self, client: ClientInfo | None = None, *, esmtp: bool = True) -> Reply | None:
+        """Connect, EHLO and STARTTLS as configured, then tell the next hop who the client is
+        (XCLIENT, when it offers it).  Returns a refusal by the next hop (its greeting, EHLO or
+        XCLIENT answer) or ``None`` when the session is ready."""
         if self.connected:
             return None
+        reply = await self._connect()
+        if reply is not None or client is None:
+            return reply
+        return await self.identify(client, esmtp=esmtp)
+
+    async def identify(self, client: ClientInfo, *, esmtp: bool = True) -> Reply | None:
+        """XCLIENT with the client's address, confirmed name, HELO and protocol, then EHLO again
+        (the next hop restarts the session).  A next hop without XCLIENT is refused when
+        ``require_xclient`` (it would take our address for the client's)."""
+        smtp = self._smtp
+        if smtp is None:
+            raise NextHopUnavailable("not connected")
+        if not self.offers_xclient:
+            if self.require_xclient:
+                self.close()
+                log.error(
+                    "next hop %s:%d does not offer XCLIENT to us: not relaying (it would see "
+                    "every client as the gateway); see [gateway] allow_without_xclient",
+                    self.host,
+                    self.port,
+                )
+                return Reply(451, "4.7.0 Next hop cannot be told the client, try again later")
+            return None
+        supported = set(smtp.esmtp_extensions.get("xclient", "").upper().split())
+        try:
+            for line in xclient_commands(client, esmtp=esmtp, supported=supported):
+                response = await smtp.execute_command(line.encode("ascii"))
+                if response.code != 220:
+                    log.error("next hop refused XCLIENT: %s %s", response.code, response.message)
+                    self.close()
+                    return Reply(451, "4.7.0 Next hop refused the client hand-over, try again")
+            helo = helo_for_next_hop(client.helo) or self.local_hostname
+            await smtp.ehlo(hostname=helo)
+        except aiosmtplib.SMTPHeloError as exc:
+            self.close()
+            return Reply(451 if exc.code == 421 else exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self.close()
+            raise NextHopUnavailable(f"{self.host}:{self.port}: {exc}") from exc
+        return None
+
+    async def _connect(self) -> Reply | None:
         self.close()
         smtp = aiosmtplib.SMTP(
             hostname=self.host,

@@ -19,9 +19,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from drossel.config import GatewayConfig
+from drossel.config import ConfigError, GatewayConfig
 from drossel.engine import Enforcer
 from drossel.gateway.handler import GatewayHandler, split_hostport
+from drossel.gateway.relay import NextHop, NextHopUnavailable
 from drossel.runtime import run_flusher
 
 log = logging.getLogger("drossel.gateway")
@@ -106,6 +107,56 @@ def client_tls_context(
     return context
 
 
+def is_loopback(host: str) -> bool:
+    """Only a gateway listening on loopback cannot be reached by outside clients."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # "", "0.0.0.0", "::" and names: reachable from outside
+
+
+NO_XCLIENT = (
+    "the next hop {relay} does not offer XCLIENT to the gateway, so it would see every client "
+    "as the gateway's own address (an open relay if it trusts that address). Allow the "
+    "gateway's address in the next hop's smtpd_authorized_xclient_hosts (Postfix), or, if "
+    "the next hop does not trust the gateway's address for relaying, set "
+    "[gateway] allow_without_xclient = true"
+)
+
+
+async def check_next_hop(config: GatewayConfig, hostname: str) -> bool:
+    """Ask the next hop at start-up whether it takes XCLIENT from us; raise ``ConfigError`` when
+    it does not and outside clients could reach us.  Returns whether XCLIENT must be used on
+    every relayed session (it is also enforced per session: the next hop may change)."""
+    host, _ = split_hostport(config.listen, 2525)
+    required = not config.allow_without_xclient and not is_loopback(host)
+    if not required:
+        return False
+    relay_host, relay_port = split_hostport(config.relay)
+    hop = NextHop(
+        relay_host,
+        relay_port,
+        local_hostname=hostname,
+        tls=config.relay_tls,
+        timeout=min(config.timeout, 10.0),
+    )
+    try:
+        refused = await hop.open()
+    except NextHopUnavailable as exc:
+        log.warning(
+            "cannot ask the next hop about XCLIENT at start-up (%s); checked per session", exc
+        )
+        return True
+    try:
+        if refused is None and not hop.offers_xclient:
+            raise ConfigError(NO_XCLIENT.format(relay=config.relay))
+    finally:
+        await hop.quit()
+    return True
+
+
 @dataclass
 class GatewayHandle:
     host: str
@@ -142,7 +193,14 @@ async def start_gateway(
         early_refusal = config.early_refusal
     client_ca = tls_client_ca or config.tls_client_ca
     tls = client_tls_context(config.tls_cert, config.tls_key, client_ca)
-    handler = GatewayHandler(enforcer, config, hostname=hostname, early_refusal=early_refusal)
+    require_xclient = await check_next_hop(config, hostname)
+    handler = GatewayHandler(
+        enforcer,
+        config,
+        hostname=hostname,
+        early_refusal=early_refusal,
+        require_xclient=require_xclient,
+    )
     proxy_from = parse_networks(config.proxy_protocol_from)
     loop = asyncio.get_running_loop()
     sessions: set[GatewaySMTP] = set()

@@ -74,6 +74,9 @@ class GatewayConfig(_Section):
     #: non-loopback address.  The next hop then sees every client as the gateway's address:
     #: only safe when it does not trust that address for relaying (see docs/postfix.md).
     allow_without_xclient: bool = False
+    #: Our verdict header on relayed mail; copies arriving from outside are always removed.
+    add_header: bool = True
+    header_name: str = Field(default="X-Drossel", pattern=r"^[!-9;-~]{1,76}$")
 
 
 class WebConfig(_Section):

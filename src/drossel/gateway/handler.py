@@ -23,6 +23,7 @@ from drossel.config import GatewayConfig
 from drossel.core.decision import Verdict
 from drossel.core.detection import header_block, parse_headers
 from drossel.engine import ClientInfo, Enforcer
+from drossel.gateway.headers import strip_header, verdict_header
 from drossel.gateway.relay import NextHop, NextHopUnavailable, RelayTls, clean
 
 log = logging.getLogger("drossel.gateway")
@@ -276,7 +277,10 @@ class GatewayHandler:
             return reply
         if hop is None or not hop.in_transaction:
             return NEXT_HOP_DOWN
-        message = self.received_line(session, envelope, client) + content
+        message = self.received_line(session, envelope, client)
+        if self.config.add_header:
+            message += verdict_header(self.config.header_name, verdict)
+        message += strip_header(content, self.config.header_name)
         try:
             with self.waiting_for_next_hop(server):
                 answer = await hop.data(message)

@@ -57,7 +57,9 @@ def run_gateway_throughput(
         f'relay = "127.0.0.1:{sink_port}"\n'
         'hostname = "gw.bench.drossel"\n'
         'relay_tls = "none"\n'
-        f"max_recipients = 10\n"
+        "max_recipients = 10\n"
+        # like the Postfix reference (smtpd_peername_lookup = no): no DNS on loopback
+        "reverse_lookup = false\n"
     )
     drossel = shutil.which("drossel")
     gw_cmd = [drossel] if drossel else [sys.executable, "-m", "drossel.cli.main"]
@@ -79,9 +81,7 @@ def run_gateway_throughput(
             )
         _wait_port(sink_port, 10, sink_proc)
         _wait_port(gw_port, 30, gw_proc)
-        cmd = smtp_source_command(
-            smtp_source, f"127.0.0.1:{gw_port}", messages, sessions, msg_file
-        )
+        cmd = smtp_source_command(smtp_source, f"127.0.0.1:{gw_port}", messages, sessions, msg_file)
         t0 = time.perf_counter()
         source = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         t_submit = time.perf_counter() - t0

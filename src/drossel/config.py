@@ -74,6 +74,12 @@ class GatewayConfig(_Section):
     #: non-loopback address.  The next hop then sees every client as the gateway's address:
     #: only safe when it does not trust that address for relaying (see docs/postfix.md).
     allow_without_xclient: bool = False
+    #: Forward-confirmed reverse lookup of each client (its name is evidence, SPEC §3).
+    reverse_lookup: bool = True
+    #: DNS server for that lookup, ``host`` or ``host:port`` (``[v6]:port``); default: the
+    #: system's resolv.conf.
+    dns_resolver: str | None = None
+    dns_timeout: float = Field(default=2.0, gt=0, le=30)
     #: Our verdict header on relayed mail; copies arriving from outside are always removed.
     add_header: bool = True
     header_name: str = Field(default="X-Drossel", pattern=r"^[!-9;-~]{1,76}$")

@@ -27,6 +27,7 @@ _TESTS = Path(__file__).resolve().parents[1]
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
+from harness.dns import DnsServer, dns_unavailable_reason  # noqa: E402
 from harness.postfix import PostfixInstance, make_traversable, unavailable_reason  # noqa: E402
 from harness.sink import SmtpSink  # noqa: E402
 
@@ -112,3 +113,31 @@ async def test_outside_client_cannot_relay_through_a_next_hop_that_trusts_loopba
         ]
     finally:
         await gw.close(grace=0.5)
+
+
+async def test_next_hop_gets_only_the_forward_confirmed_name(
+    enforcer: Enforcer, trusting_postfix: tuple[Any, Any]
+) -> None:
+    reason = dns_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    postfix, sink = trusting_postfix
+    zone = DnsServer(
+        hosts={"good.drossel.test": "127.0.0.2", "liar.drossel.test": "127.0.0.9"},
+        ptrs={"127.0.0.3": "liar.drossel.test"},
+    )
+    with zone:
+        config = gateway_config(
+            f"127.0.0.1:{postfix.port}", reverse_lookup=True, dns_resolver=zone.address
+        )
+        gw = await start_gateway(enforcer, config)
+        try:
+            for source in ("127.0.0.2", "127.0.0.3"):
+                code, text = await send_from(source, gw.port, f"bob@{OWN_DOMAIN}", source)
+                assert code == 250, text
+        finally:
+            await gw.close(grace=0.5)
+    log = await asyncio.to_thread(postfix.wait_log, "client=unknown[127.0.0.3]")
+    assert "client=good.drossel.test[127.0.0.2]" in log
+    assert "liar.drossel.test" not in log
+    assert len(await asyncio.to_thread(sink.wait_for, 2, 20)) == 2

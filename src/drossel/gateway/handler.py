@@ -10,6 +10,7 @@ that is down, drops the connection or times out gives ``451 4.4.1`` so the sende
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from drossel.core.detection import header_block, parse_headers
 from drossel.engine import ClientInfo, Enforcer
 from drossel.gateway.headers import strip_header, verdict_header
 from drossel.gateway.relay import NextHop, NextHopUnavailable, RelayTls, clean
+from drossel.gateway.reverse_dns import ReverseLookup, ReverseName
 
 log = logging.getLogger("drossel.gateway")
 
@@ -82,6 +84,16 @@ def client_address(session: Session) -> str | None:
     return None
 
 
+def reverse_lookup(config: GatewayConfig) -> ReverseLookup | None:
+    """The configured reverse lookup (``None`` when switched off)."""
+    if not config.reverse_lookup:
+        return None
+    if not config.dns_resolver:
+        return ReverseLookup(timeout=config.dns_timeout)
+    host, port = split_hostport(config.dns_resolver, 53)
+    return ReverseLookup([host], port, config.dns_timeout)
+
+
 class GatewayHandler:
     """aiosmtpd handler (shared by all connections; per-connection state keyed by session)."""
 
@@ -102,6 +114,8 @@ class GatewayHandler:
         self.relay_tls: RelayTls = config.relay_tls
         self.require_xclient = require_xclient
         self._hops: dict[Session, NextHop] = {}
+        self._names: dict[Session, tuple[str | None, asyncio.Task[ReverseName]]] = {}
+        self.reverse = reverse_lookup(config)
 
     # --- per-connection state -------------------------------------------------------------
 
@@ -122,9 +136,45 @@ class GatewayHandler:
     def connection_closed(self, session: Session | None) -> None:
         """The client went away (also mid-DATA): drop the next-hop session, so an open
         transaction there is discarded and nothing half-sent is delivered."""
-        hop = self._hops.pop(session, None) if session is not None else None
+        if session is None:
+            return
+        hop = self._hops.pop(session, None)
         if hop is not None:
             hop.close()
+        lookup = self._names.pop(session, None)
+        if lookup is not None:
+            lookup[1].cancel()
+
+    def start_lookup(self, session: Session) -> None:
+        """Start the client's reverse lookup in the background (at connect, or once a PROXY
+        header named the real client), so it overlaps the client's own greeting."""
+        if self.reverse is None:
+            return
+        addr = client_address(session)
+        current = self._names.get(session)
+        if current is not None and current[0] == addr:
+            return
+        if current is not None:
+            current[1].cancel()
+        self._names[session] = (addr, asyncio.ensure_future(self.reverse.lookup(addr)))
+
+    async def client_info(self, session: Session) -> ClientInfo:
+        """What we know of the client: address, forward-confirmed name and PTR name (waiting
+        at most ``dns_timeout`` for the lookup), HELO, and a verified certificate's name."""
+        names = ReverseName()
+        if self.reverse is not None:
+            self.start_lookup(session)
+            try:
+                names = await self._names[session][1]
+            except Exception:
+                log.exception("reverse lookup failed; the client has no name")
+        return ClientInfo(
+            addr=client_address(session),
+            name=names.name,
+            ptr=names.ptr,
+            helo=session.host_name,
+            tls_name=peer_tls_name(session),
+        )
 
     @property
     def open_sessions(self) -> int:
@@ -133,14 +183,6 @@ class GatewayHandler:
     @property
     def transactions_open(self) -> int:
         return sum(1 for hop in self._hops.values() if hop.in_transaction)
-
-    def client_info(self, session: Session) -> ClientInfo:
-        return ClientInfo(
-            addr=client_address(session),
-            name=None,
-            helo=session.host_name,
-            tls_name=peer_tls_name(session),
-        )
 
     @contextmanager
     def waiting_for_next_hop(self, server: SMTP) -> Iterator[None]:
@@ -170,6 +212,7 @@ class GatewayHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        self.start_lookup(session)
         # we offer no AUTH (relay permission is the next hop's business)
         return [r for r in responses if not r[4:].upper().startswith("AUTH")]
 
@@ -194,7 +237,8 @@ class GatewayHandler:
         mail_options: list[str],
     ) -> str:
         try:
-            refused = await hop.open(self.client_info(session), esmtp=session.extended_smtp)
+            client = await self.client_info(session)
+            refused = await hop.open(client, esmtp=session.extended_smtp)
             if refused is not None:
                 return str(refused)
             options: list[str] = []
@@ -235,7 +279,7 @@ class GatewayHandler:
             return TOO_MANY_RECIPIENTS
         if self.early_refusal:
             try:
-                verdict = self.enforcer.early_block(self.client_info(session))
+                verdict = self.enforcer.early_block(await self.client_info(session))
             except Exception:
                 log.exception("early verdict failed; deciding at end of data")
                 verdict = None
@@ -261,7 +305,7 @@ class GatewayHandler:
         if isinstance(content, str):  # pragma: no cover - decode_data is off
             content = content.encode("utf-8", "surrogateescape")
         hop = self._hops.get(session)
-        client = self.client_info(session)
+        client = await self.client_info(session)
         try:
             headers = parse_headers(header_block(content))
             verdict: Verdict | None = self.enforcer.process(headers, client).verdict
@@ -325,8 +369,9 @@ class GatewayHandler:
         if len(envelope.rcpt_tos) == 1:
             recipient = f"\r\n\tfor <{clean(envelope.rcpt_tos[0])}>"
         stamp = format_datetime(self.enforcer.clock())
+        name = clean(client.name or "unknown")
         line = (
-            f"Received: from {helo} ([{client.addr or 'unknown'}]){tls}\r\n"
+            f"Received: from {helo} ({name} [{client.addr or 'unknown'}]){tls}\r\n"
             f"\tby {self.hostname} (drossel) with {protocol} id {secrets.token_hex(6).upper()}"
             f"{recipient}; {stamp}\r\n"
         )

@@ -68,11 +68,15 @@ class GatewaySMTP(SMTP):
         self._registry = registry
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transport is None:  # the TCP connection, not the switch to TLS
+        first = self.transport is None  # the TCP connection, not the switch to TLS
+        if first:
             peer = transport.get_extra_info("peername")
             self._proxy_timeout = PROXY_TIMEOUT if _in_networks(peer, self._proxy_from) else None
             self._registry.add(self)
         super().connection_made(transport)
+        if first and self._proxy_timeout is None:
+            # the peer is the client: look its name up while it reads our greeting
+            self.gateway_handler.start_lookup(self.session)
 
     async def _handle_client(self) -> None:
         # a client that hangs up right after QUIT (or mid-reply) is not an error

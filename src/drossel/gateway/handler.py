@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,15 @@ log = logging.getLogger("drossel.gateway")
 NEXT_HOP_DOWN = "451 4.4.1 Next hop not reachable, try again later"
 INTERNAL_ERROR = "451 4.3.0 Temporary gateway error, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+BAD_SENDER = "501 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
+BAD_OPTION = "501 5.5.4 Invalid command parameters"
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_controls(*values: str) -> bool:
+    """Controls (also in options) cannot be passed on to the next hop: refuse them here."""
+    return any(_CONTROLS.search(value) for value in values)
 
 
 def verdict_reply(verdict: Verdict) -> str | None:
@@ -224,6 +234,10 @@ class GatewayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if has_controls(address):
+            return BAD_SENDER
+        if has_controls(*mail_options):
+            return BAD_OPTION
         hop = self._hop(session)
         with self.waiting_for_next_hop(server):
             return await self._mail(hop, session, envelope, address, mail_options)
@@ -277,6 +291,10 @@ class GatewayHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
             return TOO_MANY_RECIPIENTS
+        if has_controls(address):
+            return BAD_RECIPIENT
+        if has_controls(*rcpt_options):
+            return BAD_OPTION
         if self.early_refusal:
             try:
                 verdict = self.enforcer.early_block(await self.client_info(session))

@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP
 from drossel.config import ConfigError, GatewayConfig
 from drossel.engine import Enforcer
 from drossel.gateway.handler import GatewayHandler, split_hostport
-from drossel.gateway.relay import NextHop, NextHopUnavailable
+from drossel.gateway.relay import NextHop, NextHopUnavailable, clean
 from drossel.runtime import run_flusher
 
 log = logging.getLogger("drossel.gateway")
@@ -82,6 +82,21 @@ class GatewaySMTP(SMTP):
         # a client that hangs up right after QUIT (or mid-reply) is not an error
         with contextlib.suppress(ConnectionResetError):
             await super()._handle_client()
+
+    async def push(self, status: Any) -> None:
+        # aiosmtpd echoes client input in some replies ("502 Could not VRFY <arg>"): one
+        # line, no controls, and undecodable bytes (surrogates) replaced, never an exception
+        if isinstance(status, str):
+            status = clean(status.encode("utf-8", "replace").decode("utf-8"))
+        await super().push(status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's address parser raises IndexError on e.g. "MAIL FROM: <" (found by the
+        # fuzz test): that is a malformed address (553), not a gateway error (451)
+        try:
+            return super()._getaddr(arg)  # type: ignore[no-any-return]
+        except (IndexError, ValueError):
+            return None, None
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's timer covers the whole transfer of the message: allow for big ones

@@ -74,6 +74,13 @@ class GatewayConfig(_Section):
     #: non-loopback address.  The next hop then sees every client as the gateway's address:
     #: only safe when it does not trust that address for relaying (see docs/postfix.md).
     allow_without_xclient: bool = False
+    #: Idle next-hop connections kept for the next client session (0: a new one each time),
+    #: how long one may stay idle, and how many transactions one carries before it is closed.
+    relay_pool_size: int = Field(default=32, ge=0, le=10_000)
+    relay_idle_seconds: float = Field(default=5.0, gt=0, le=300)
+    relay_reuse_limit: int = Field(default=100, ge=1)
+    #: Gateway processes sharing the listening socket (SO_REUSEPORT); ``--workers`` overrides.
+    workers: int = Field(default=1, ge=1, le=64)
     #: Forward-confirmed reverse lookup of each client (its name is evidence, SPEC §3).
     reverse_lookup: bool = True
     #: DNS server for that lookup, ``host`` or ``host:port`` (``[v6]:port``); default: the

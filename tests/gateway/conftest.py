@@ -86,6 +86,7 @@ class NextHopSink:
     tls_context: Any = None
     tls_sessions: int = 0
     smtputf8: bool = True
+    idle_timeout: float = 300.0
 
     def _rule(self, stage: str, arg: str) -> str | None:
         rule = self.replies.get(stage)
@@ -139,6 +140,7 @@ class NextHopSink:
                 hostname="nexthop.drossel.test",
                 enable_SMTPUTF8=self.smtputf8,
                 tls_context=self.tls_context,
+                timeout=self.idle_timeout,
                 loop=loop,
             ),
             host=self.host,

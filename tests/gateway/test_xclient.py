@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiosmtplib
 import pytest
 
 from drossel.config import ConfigError
@@ -10,7 +20,13 @@ from drossel.gateway.relay import NextHop
 from drossel.gateway.server import is_loopback, start_gateway
 from drossel.gateway.xclient import xclient_commands, xtext
 
-from .conftest import NextHopSink, gateway_config
+from .conftest import NextHopSink, exchange_message, gateway_config
+
+_TESTS = Path(__file__).resolve().parents[1]
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+from harness.postfix import find_free_port  # noqa: E402
 
 ALL = {"NAME", "ADDR", "PROTO", "HELO"}
 
@@ -76,3 +92,46 @@ async def test_a_session_without_xclient_is_not_relayed_when_required(sink: Next
     assert await hop.open(ClientInfo(addr="192.0.2.7")) is None
     assert hop.connected
     await hop.quit()
+
+
+async def test_a_next_hop_answering_xclient_with_250_is_handed_the_client(
+    enforcer: Enforcer, tmp_path: Path
+) -> None:
+    # Postfix's smtp-sink offers XCLIENT and answers 250 (Postfix's smtpd: a new 220)
+    smtp_sink = shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin")
+    if smtp_sink is None or os.geteuid() != 0:
+        pytest.skip("smtp-sink (Postfix) not installed, or not root")
+    port = find_free_port()
+    with (tmp_path / "sink.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [smtp_sink, "-u", "postfix", "-c", f"127.0.0.1:{port}", "10"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            await asyncio.sleep(0.05)
+        gw = await start_gateway(enforcer, gateway_config(f"127.0.0.1:{port}"))
+        try:
+            errors, text = await aiosmtplib.send(
+                exchange_message(),
+                sender="alice@contoso.example",
+                recipients=["bob@fabrikam.example"],
+                hostname=gw.host,
+                port=gw.port,
+                start_tls=False,
+                timeout=10,
+            )
+            assert errors == {} and text.startswith("2.0.0 Ok")
+            assert gw.handler.pool.idle == 1
+            hop = gw.handler.pool._idle[0][1]
+            assert hop.offers_xclient and hop.identity is not None
+            assert hop.identity[0] == "127.0.0.1"
+        finally:
+            await gw.close(grace=0.5)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -111,6 +111,16 @@ async def test_outside_client_cannot_relay_through_a_next_hop_that_trusts_loopba
             "bob@fabrikam.example",
             f"bob@{OWN_DOMAIN}",
         ]
+        # the pooled connection that speaks for 127.0.0.1 is never lent to 127.0.0.2
+        assert gw.handler.pool.idle >= 1
+        for attempt in ("again", "and again"):
+            code, text = await send_from("127.0.0.2", gw.port, "bob@fabrikam.example", attempt)
+            assert code == 554, text
+        # ...while 127.0.0.1 gets it back without a new hand-over
+        connects = postfix.log_text().count("]: connect from ")
+        code, text = await send_from("127.0.0.1", gw.port, "carol@fabrikam.example", "reuse")
+        assert code == 250, text
+        assert postfix.log_text().count("]: connect from ") == connects
     finally:
         await gw.close(grace=0.5)
 

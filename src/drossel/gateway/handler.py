@@ -26,7 +26,8 @@ from drossel.core.decision import Verdict
 from drossel.core.detection import header_block, parse_headers
 from drossel.engine import ClientInfo, Enforcer
 from drossel.gateway.headers import strip_header, verdict_header
-from drossel.gateway.relay import NextHop, NextHopUnavailable, RelayTls, clean
+from drossel.gateway.pool import NextHopPool
+from drossel.gateway.relay import NextHop, NextHopUnavailable, RelayTls, clean, identity_key
 from drossel.gateway.reverse_dns import ReverseLookup, ReverseName
 
 log = logging.getLogger("drossel.gateway")
@@ -124,23 +125,32 @@ class GatewayHandler:
         self.relay_tls: RelayTls = config.relay_tls
         self.require_xclient = require_xclient
         self._hops: dict[Session, NextHop] = {}
+        self.pool = NextHopPool(
+            self._new_hop,
+            max_idle=config.relay_pool_size,
+            idle_seconds=config.relay_idle_seconds,
+            max_uses=config.relay_reuse_limit,
+        )
         self._names: dict[Session, tuple[str | None, asyncio.Task[ReverseName]]] = {}
         self.reverse = reverse_lookup(config)
 
     # --- per-connection state -------------------------------------------------------------
 
-    def _hop(self, session: Session) -> NextHop:
+    def _new_hop(self) -> NextHop:
+        return NextHop(
+            self.relay_host,
+            self.relay_port,
+            local_hostname=self.hostname,
+            tls=self.relay_tls,
+            timeout=self.config.timeout,
+            require_xclient=self.require_xclient,
+        )
+
+    def _hop(self, session: Session, client: ClientInfo) -> NextHop:
         hop = self._hops.get(session)
         if hop is None:
-            hop = NextHop(
-                self.relay_host,
-                self.relay_port,
-                local_hostname=self.hostname,
-                tls=self.relay_tls,
-                timeout=self.config.timeout,
-                require_xclient=self.require_xclient,
-            )
-            self._hops[session] = hop
+            key = identity_key(client, session.extended_smtp)
+            hop = self._hops[session] = self.pool.acquire(key)
         return hop
 
     def connection_closed(self, session: Session | None) -> None:
@@ -150,7 +160,7 @@ class GatewayHandler:
             return
         hop = self._hops.pop(session, None)
         if hop is not None:
-            hop.close()
+            self.pool.release(hop)  # closed instead when a transaction is open
         lookup = self._names.pop(session, None)
         if lookup is not None:
             lookup[1].cancel()
@@ -238,44 +248,63 @@ class GatewayHandler:
             return BAD_SENDER
         if has_controls(*mail_options):
             return BAD_OPTION
-        hop = self._hop(session)
         with self.waiting_for_next_hop(server):
-            return await self._mail(hop, session, envelope, address, mail_options)
+            client = await self.client_info(session)
+            hop = self._hop(session, client)
+            return await self._mail(hop, session, client, envelope, address, mail_options)
 
     async def _mail(
         self,
         hop: NextHop,
         session: Session,
+        client: ClientInfo,
         envelope: Envelope,
         address: str,
         mail_options: list[str],
     ) -> str:
-        try:
-            client = await self.client_info(session)
-            refused = await hop.open(client, esmtp=session.extended_smtp)
-            if refused is not None:
-                return str(refused)
-            options: list[str] = []
-            for option in mail_options:
-                name = option.split("=", 1)[0]
-                if name == "SMTPUTF8":
-                    if not hop.supports("smtputf8"):
-                        return "553 5.6.7 Next hop does not support SMTPUTF8"
+        reused = hop.connected
+        for attempt in (1, 2):
+            try:
+                return await self._mail_once(hop, session, client, envelope, address, mail_options)
+            except NextHopUnavailable as exc:
+                if reused and attempt == 1:
+                    # the next hop closed the pooled connection meanwhile: nothing was
+                    # committed yet, so try once more on a new connection
+                    log.info("pooled next-hop connection went stale (%s); reconnecting", exc)
+                    continue
+                log.warning("next hop unavailable at MAIL: %s", exc)
+        return NEXT_HOP_DOWN
+
+    async def _mail_once(
+        self,
+        hop: NextHop,
+        session: Session,
+        client: ClientInfo,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        refused = await hop.open(client, esmtp=session.extended_smtp)
+        if refused is not None:
+            return str(refused)
+        options: list[str] = []
+        for option in mail_options:
+            name = option.split("=", 1)[0]
+            if name == "SMTPUTF8":
+                if not hop.supports("smtputf8"):
+                    return "553 5.6.7 Next hop does not support SMTPUTF8"
+                options.append(option)
+            elif name == "BODY":
+                if option == "BODY=8BITMIME" and not hop.supports("8bitmime"):
+                    return "554 5.6.3 Next hop does not support 8BITMIME"
+                if hop.supports("8bitmime"):
                     options.append(option)
-                elif name == "BODY":
-                    if option == "BODY=8BITMIME" and not hop.supports("8bitmime"):
-                        return "554 5.6.3 Next hop does not support 8BITMIME"
-                    if hop.supports("8bitmime"):
-                        options.append(option)
-                elif name == "SIZE":
-                    if hop.supports("size"):
-                        options.append(option)
-                else:
+            elif name == "SIZE":
+                if hop.supports("size"):
                     options.append(option)
-            reply = await hop.mail(address, options)
-        except NextHopUnavailable as exc:
-            log.warning("next hop unavailable at MAIL: %s", exc)
-            return NEXT_HOP_DOWN
+            else:
+                options.append(option)
+        reply = await hop.mail(address, options)
         if reply.ok:
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
@@ -361,7 +390,7 @@ class GatewayHandler:
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         hop = self._hops.pop(session, None)
         if hop is not None:
-            await hop.quit()
+            self.pool.release(hop)
         return "221 2.0.0 Bye"
 
     async def handle_exception(self, error: Exception) -> str:

@@ -195,6 +195,7 @@ class GatewayHandle:
             if session.transport is not None:
                 session.transport.close()
         await asyncio.sleep(0)
+        await self.handler.pool.close()
         await self.server.wait_closed()
 
 

@@ -205,6 +205,7 @@ async def start_gateway(
     *,
     early_refusal: bool | None = None,
     tls_client_ca: str | None = None,
+    reuse_port: bool = False,
 ) -> GatewayHandle:
     """Listen on ``config.listen`` (port 0 picks a free port) and return a handle."""
     host, port = split_hostport(config.listen, 2525)
@@ -241,7 +242,9 @@ async def start_gateway(
         )
         return smtp
 
-    server = await loop.create_server(factory, host=host or None, port=port)
+    server = await loop.create_server(
+        factory, host=host or None, port=port, reuse_port=reuse_port or None
+    )
     sockname = server.sockets[0].getsockname()
     handle = GatewayHandle(str(sockname[0]), int(sockname[1]), handler, server, sessions)
     log.info(
@@ -254,9 +257,11 @@ async def start_gateway(
     return handle
 
 
-async def serve_gateway(enforcer: Enforcer, config: GatewayConfig, stop: asyncio.Event) -> None:
+async def serve_gateway(
+    enforcer: Enforcer, config: GatewayConfig, stop: asyncio.Event, *, reuse_port: bool = False
+) -> None:
     """Serve the gateway until ``stop`` is set; flush state on the way out."""
-    handle = await start_gateway(enforcer, config)
+    handle = await start_gateway(enforcer, config, reuse_port=reuse_port)
     flusher = asyncio.create_task(run_flusher(enforcer, stop))
     try:
         await stop.wait()

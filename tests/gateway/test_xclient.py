@@ -94,17 +94,15 @@ async def test_a_session_without_xclient_is_not_relayed_when_required(sink: Next
     await hop.quit()
 
 
-async def test_a_next_hop_answering_xclient_with_250_is_handed_the_client(
-    enforcer: Enforcer, tmp_path: Path
-) -> None:
-    # Postfix's smtp-sink offers XCLIENT and answers 250 (Postfix's smtpd: a new 220)
+async def test_xclient_without_addr_does_not_count(enforcer: Enforcer, tmp_path: Path) -> None:
+    # Postfix's smtp-sink offers "XCLIENT NAME HELO": it could not be told the address
     smtp_sink = shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin")
     if smtp_sink is None or os.geteuid() != 0:
         pytest.skip("smtp-sink (Postfix) not installed, or not root")
     port = find_free_port()
     with (tmp_path / "sink.log").open("wb") as log:
         proc = subprocess.Popen(
-            [smtp_sink, "-u", "postfix", "-c", f"127.0.0.1:{port}", "10"],
+            [smtp_sink, "-u", "postfix", f"127.0.0.1:{port}", "10"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -114,6 +112,11 @@ async def test_a_next_hop_answering_xclient_with_250_is_handed_the_client(
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             await asyncio.sleep(0.05)
+        client = ClientInfo(addr="192.0.2.7", helo="mx.example")
+        hop = NextHop("127.0.0.1", port, local_hostname="gw", tls="none", require_xclient=True)
+        reply = await hop.open(client)
+        assert reply is not None and reply.code == 451 and not hop.connected
+        # relayed as before where it is allowed (loopback listener): no hand-over attempted
         gw = await start_gateway(enforcer, gateway_config(f"127.0.0.1:{port}"))
         try:
             errors, text = await aiosmtplib.send(
@@ -126,10 +129,9 @@ async def test_a_next_hop_answering_xclient_with_250_is_handed_the_client(
                 timeout=10,
             )
             assert errors == {} and text.startswith("2.0.0 Ok")
-            assert gw.handler.pool.idle == 1
             hop = gw.handler.pool._idle[0][1]
-            assert hop.offers_xclient and hop.identity is not None
-            assert hop.identity[0] == "127.0.0.1"
+            assert hop.supports("xclient") and not hop.offers_xclient
+            assert hop.identity is None
         finally:
             await gw.close(grace=0.5)
     finally:

@@ -109,7 +109,11 @@ class NextHop:
 
     @property
     def offers_xclient(self) -> bool:
-        return self.supports("xclient")
+        """XCLIENT with ``ADDR``: without the address the next hop cannot judge the client
+        (Postfix's smtp-sink, for one, offers only ``NAME HELO``)."""
+        if self._smtp is None or not self.supports("xclient"):
+            return False
+        return "ADDR" in self._smtp.esmtp_extensions.get("xclient", "").upper().split()
 
     async def open(self, client: ClientInfo | None = None, *, esmtp: bool = True) -> Reply | None:
         """Connect, EHLO and STARTTLS as configured, then tell the next hop who the client is

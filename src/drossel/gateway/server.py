@@ -66,6 +66,7 @@ class GatewaySMTP(SMTP):
         self.gateway_handler = handler
         self._proxy_from = proxy_from
         self._registry = registry
+        self._pending_lines = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # the TCP connection, not the switch to TLS
@@ -84,11 +85,19 @@ class GatewaySMTP(SMTP):
             await super()._handle_client()
 
     async def push(self, status: Any) -> None:
-        # aiosmtpd echoes client input in some replies ("502 Could not VRFY <arg>"): one
-        # line, no controls, and undecodable bytes (surrogates) replaced, never an exception
+        """One reply line.  aiosmtpd echoes client input in some replies ("502 Could not
+        VRFY <arg>"): one line, no controls, undecodable bytes (surrogates) replaced, never an
+        exception.  The lines of a multi-line reply (EHLO) go out in one write with the last
+        line instead of one system call each."""
         if isinstance(status, str):
-            status = clean(status.encode("utf-8", "replace").decode("utf-8"))
-        await super().push(status)
+            status = clean(status.encode("utf-8", "replace").decode("utf-8")).encode("utf-8")
+        line = bytes(status) + b"\r\n"
+        if line[3:4] == b"-":
+            self._pending_lines += line
+            return
+        data, self._pending_lines = self._pending_lines + line, b""
+        self._writer.write(data)
+        await self._writer.drain()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd's address parser raises IndexError on e.g. "MAIL FROM: <" (found by the

@@ -136,6 +136,11 @@ class GatewayHandler:
 
     # --- per-connection state -------------------------------------------------------------
 
+    def __dir__(self) -> list[str]:
+        # aiosmtpd finds the ``handle_*`` hooks with dir() on every connection (and evaluates
+        # every listed attribute): list only the hooks
+        return [name for name in dir(type(self)) if name.startswith("handle_")]
+
     def _new_hop(self) -> NextHop:
         return NextHop(
             self.relay_host,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -49,6 +50,11 @@ def _in_networks(peer: Any, networks: list[Network]) -> bool:
     return any(address in network for network in networks)
 
 
+@functools.cache
+def _command_names(cls: type) -> list[str]:
+    return [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+
+
 class GatewaySMTP(SMTP):
     """One client connection.  Expects a PROXY header only from the configured load
     balancers (anyone else sending one gets ``500``, so it is never honoured), and tells the
@@ -67,6 +73,12 @@ class GatewaySMTP(SMTP):
         self._proxy_from = proxy_from
         self._registry = registry
         self._pending_lines = b""
+
+    def __dir__(self) -> list[str]:
+        # aiosmtpd's __init__ looks up its ``smtp_*`` commands and ``auth_*`` mechanisms with
+        # dir()/inspect.getmembers() on every connection, which also evaluates every other
+        # attribute: listing only those names keeps that per-connection cost small
+        return _command_names(type(self))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # the TCP connection, not the switch to TLS

@@ -30,7 +30,9 @@ async def test_gateway_command_relays_and_stops_gracefully(
     port = _free_port()
     db = f"sqlite:///{tmp_path / 'state.db'}"
     config = tmp_path / "drossel.toml"
-    config.write_text('[storage]\nflush_seconds = 60\n[gateway]\nrelay_tls = "none"\n')
+    config.write_text(
+        '[storage]\nflush_seconds = 60\n[gateway]\nrelay_tls = "none"\nreverse_lookup = false\n'
+    )
     proc = subprocess.Popen(
         [
             sys.executable,

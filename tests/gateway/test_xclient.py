@@ -47,6 +47,10 @@ def test_commands_carry_address_confirmed_name_helo_and_protocol() -> None:
     assert xclient_commands(client, esmtp=False, supported=ALL) == [
         "XCLIENT ADDR=IPV6:2001:db8::1 NAME=[UNAVAILABLE] PROTO=SMTP HELO=[UNAVAILABLE]"
     ]
+    # Postfix also takes the unconfirmed PTR name, as REVERSE_NAME, when it announces it
+    assert xclient_commands(client, esmtp=False, supported={"ADDR", "NAME", "REVERSE_NAME"}) == [
+        "XCLIENT ADDR=IPV6:2001:db8::1 NAME=[UNAVAILABLE] REVERSE_NAME=liar.example"
+    ]
     # only announced attributes
     assert xclient_commands(client, esmtp=True, supported={"ADDR"}) == [
         "XCLIENT ADDR=IPV6:2001:db8::1"

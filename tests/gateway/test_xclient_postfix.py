@@ -53,6 +53,10 @@ def trusting_postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
                 "relay_domains": OWN_DOMAIN,
                 "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
                 "smtpd_authorized_xclient_hosts": "127.0.0.1",
+                # a PTR name is only ever a reverse name, never the client name
+                "smtpd_client_restrictions": (
+                    "check_reverse_client_hostname_access inline:{liar.drossel.test=REJECT}"
+                ),
             },
         )
         postfix.start()
@@ -142,12 +146,14 @@ async def test_next_hop_gets_only_the_forward_confirmed_name(
         )
         gw = await start_gateway(enforcer, config)
         try:
-            for source in ("127.0.0.2", "127.0.0.3"):
-                code, text = await send_from(source, gw.port, f"bob@{OWN_DOMAIN}", source)
-                assert code == 250, text
+            code, text = await send_from("127.0.0.2", gw.port, f"bob@{OWN_DOMAIN}", "good")
+            assert code == 250, text
+            # the unconfirmed PTR name reached Postfix as REVERSE_NAME (and was refused there)
+            code, text = await send_from("127.0.0.3", gw.port, f"bob@{OWN_DOMAIN}", "liar")
+            assert code == 554 and "Client host rejected" in text, text
         finally:
             await gw.close(grace=0.5)
-    log = await asyncio.to_thread(postfix.wait_log, "client=unknown[127.0.0.3]")
+    log = await asyncio.to_thread(postfix.wait_log, "from unknown[127.0.0.3]")
     assert "client=good.drossel.test[127.0.0.2]" in log
-    assert "liar.drossel.test" not in log
-    assert len(await asyncio.to_thread(sink.wait_for, 2, 20)) == 2
+    assert "liar.drossel.test[" not in log  # never the client name
+    assert len(await asyncio.to_thread(sink.wait_for, 1, 20)) == 1

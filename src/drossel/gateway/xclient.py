@@ -3,7 +3,8 @@
 Without it the next hop sees every client as the gateway's own address, and a next hop that
 trusts that address (Postfix's ``permit_mynetworks`` with loopback in ``mynetworks``) relays for
 anyone: an open relay.  Postfix's XCLIENT_README: values are xtext (RFC 1891), ``ADDR`` is a
-bare IPv4 address or ``IPV6:``-prefixed, ``NAME`` a hostname or ``[UNAVAILABLE]``; the command
+bare IPv4 address or ``IPV6:``-prefixed, ``NAME`` a (forward-confirmed) hostname or
+``[UNAVAILABLE]``, ``REVERSE_NAME`` the PTR name; the command
 is not allowed inside a mail transaction and must stay under 512 characters, so long values go
 in a second command.  After each XCLIENT the server answers with a new 220 greeting and the
 client must greet again (we EHLO with the client's own HELO name).
@@ -60,6 +61,8 @@ def xclient_commands(client: ClientInfo, *, esmtp: bool, supported: set[str]) ->
     attrs = [
         ("ADDR", xclient_addr(client.addr)),
         ("NAME", client.name or UNAVAILABLE),
+        # Postfix 2.9+: the PTR name whether or not it is confirmed (reverse_client_name)
+        ("REVERSE_NAME", client.ptr or UNAVAILABLE),
         ("PROTO", "ESMTP" if esmtp else "SMTP"),
         ("HELO", client.helo or UNAVAILABLE),
     ]

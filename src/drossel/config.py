@@ -76,6 +76,26 @@ class GatewayConfig(_Section):
     early_refusal: bool = False
     """Ignored (kept so old configuration files load): refusing at RCPT before the headers
     are read could refuse a server that has just been patched (SPEC §4)."""
+    #: Relay through a next hop that does not offer XCLIENT to us although we listen on a
+    #: non-loopback address.  The next hop then sees every client as the gateway's address:
+    #: only safe when it does not trust that address for relaying (see docs/postfix.md).
+    allow_without_xclient: bool = False
+    #: Idle next-hop connections kept for the next client session (0: a new one each time),
+    #: how long one may stay idle, and how many transactions one carries before it is closed.
+    relay_pool_size: int = Field(default=32, ge=0, le=10_000)
+    relay_idle_seconds: float = Field(default=5.0, gt=0, le=300)
+    relay_reuse_limit: int = Field(default=100, ge=1)
+    #: Gateway processes sharing the listening socket (SO_REUSEPORT); ``--workers`` overrides.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Forward-confirmed reverse lookup of each client (its name is evidence, SPEC §3).
+    reverse_lookup: bool = True
+    #: DNS server for that lookup, ``host`` or ``host:port`` (``[v6]:port``); default: the
+    #: system's resolv.conf.
+    dns_resolver: str | None = None
+    dns_timeout: float = Field(default=2.0, gt=0, le=30)
+    #: Our verdict header on relayed mail; copies arriving from outside are always removed.
+    add_header: bool = True
+    header_name: str = Field(default="X-Drossel", pattern=r"^[!-9;-~]{1,76}$")
 
 
 class WebConfig(_Section):

@@ -87,6 +87,7 @@ class NextHopSink:
     tls_context: Any = None
     tls_sessions: int = 0
     smtputf8: bool = True
+    idle_timeout: float = 300.0
 
     def _rule(self, stage: str, arg: str) -> str | None:
         rule = self.replies.get(stage)
@@ -140,6 +141,7 @@ class NextHopSink:
                 hostname="nexthop.drossel.test",
                 enable_SMTPUTF8=self.smtputf8,
                 tls_context=self.tls_context,
+                timeout=self.idle_timeout,
                 loop=loop,
             ),
             host=self.host,
@@ -187,6 +189,8 @@ def gateway_config(relay: str, **kwargs: Any) -> GatewayConfig:
         "hostname": "gw.drossel.test",
         "relay_tls": "none",
         "timeout": 5.0,
+        # the DNS tests point this at their own server (test_reverse_dns.py)
+        "reverse_lookup": False,
     }
     values.update(kwargs)
     return GatewayConfig(**values)

@@ -448,3 +448,37 @@ async def test_proxy_protocol_only_from_configured_load_balancers(
         assert b"192.0.2.10" not in sink.messages[1].data.split(b"\r\n\r\n")[0]
     finally:
         await untrusted.close(grace=0.1)
+
+
+async def test_control_characters_in_addresses_are_refused_not_relayed(
+    gateway: GatewayHandle, sink: NextHopSink
+) -> None:
+    # found by the fuzz test: aiosmtpd accepts them, the next-hop client cannot send them
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+
+    async def say(line: bytes) -> bytes:
+        writer.write(line + b"\r\n")
+        while True:
+            got = await asyncio.wait_for(reader.readline(), 5)
+            if got[3:4] != b"-":
+                return got.rstrip()
+
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220")
+    await say(b"EHLO ex01.contoso.example")
+    assert (
+        await say(b"MAIL FROM:<al\x01ice@contoso.example>")
+        == b"501 5.1.7 Bad sender address syntax"
+    )
+    assert (await say(b"MAIL FROM:<alice@contoso.example>")).startswith(b"250")
+    assert (
+        await say(b"RCPT TO:<bob\x7f@fabrikam.example>")
+        == b"501 5.1.3 Bad recipient address syntax"
+    )
+    assert (await say(b"RCPT TO:<bob@fabrikam.example>")).startswith(b"250")
+    # aiosmtpd's parser fails on a lone "<": a malformed address, not a gateway error
+    assert await say(b"RCPT TO: <") == b"553 5.1.3 Error: malformed address"
+    # replies that echo client input stay one clean line, whatever the bytes
+    assert await say(b"VRFY ,\x80\x01") == b"502 Could not VRFY ,?"
+    await say(b"QUIT")
+    writer.close()
+    assert sink.mails == ["alice@contoso.example"]

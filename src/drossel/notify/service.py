@@ -13,14 +13,13 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from drossel.app.errors import AppError
-from drossel.app.report import pause_budget, server_report
+from drossel.app.report import day_of, pause_budget, server_report, stage_rates
 from drossel.config import Clock, Config, NotifyConfig
 from drossel.core.catalog import Catalog
 from drossel.core.schedule import DAY
 from drossel.metrics import NOTIFICATIONS
+from drossel.storage import notifications as queries
 from drossel.storage.store import Store
-from drossel.web import queries
-from drossel.web.views import day_of, stage_rates
 
 log = logging.getLogger("drossel.notify")
 
@@ -155,10 +154,6 @@ def _compose(
     return subject, "\n".join(lines) + "\n"
 
 
-def _overridden(store: Store, tenant: str, server: str, now: datetime) -> bool:
-    return any(o.applies(tenant, server, now) for o in store.list_overrides(now))
-
-
 def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) -> list[Event]:
     """The events due at ``now`` for every active server (claimed or not)."""
     policy = config.policy
@@ -166,6 +161,7 @@ def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) ->
     budgets: dict[str, dict[str, int]] = {}
     pauses_by_tenant: dict[str, list[Any]] = {}
     events: list[Event] = []
+    overrides = store.list_overrides(now)
     for stored in store.list_servers():
         record = stored.record
         if record.last_seen < cutoff or record.clock_start is None:
@@ -174,7 +170,9 @@ def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) ->
         if tenant not in pauses_by_tenant:
             pauses_by_tenant[tenant] = store.list_pauses(tenant)
             budgets[tenant] = pause_budget(store, policy, tenant, now).to_json()
-        row = server_report(stored, store, policy, catalog, now, pauses_by_tenant[tenant])
+        row = server_report(
+            stored, store, policy, catalog, now, pauses_by_tenant[tenant], overrides
+        )
         clock_key = record.clock_start.isoformat()
         base = f"{tenant}|{record.server}|{clock_key}"
         found: list[tuple[str, str]] = []
@@ -183,9 +181,9 @@ def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) ->
                 found.append(
                     ("remediated", f"remediated|{base}|{record.remediated_at.isoformat()}")
                 )
-        elif row["persistently_vulnerable"] and row["stage"] is not None:
-            if _overridden(store, tenant, record.server, now):
-                continue
+        elif row["persistently_vulnerable"] and row["stage"]:
+            # only what is applied is announced: nothing while report-only by rollout or
+            # mode, unverified, paused or overridden (the row says 0 then, SPEC §7)
             stage = row["stage"]
             if stage == 1:
                 found.append(("first_detected", f"first_detected|{base}"))

@@ -48,6 +48,8 @@ __all__ = [
     "Tenant",
 ]
 
+STATUSES = ("current", "behind", "unsupported", "unknown", "not_applicable")
+
 #: PostgreSQL NOTIFY channel for changes other nodes must see at once (see :meth:`Store.notify`).
 CHANGE_CHANNEL = "drossel_state"
 
@@ -701,6 +703,21 @@ class Store:
             )
             self.audit(conn, actor, "override.remove", f"id={override_id}", now, row.tenant_name)
             self.notify(conn, "override", row.tenant_name, row.server)
+
+    def server_status_counts(self) -> dict[str, int]:
+        """Servers per status (for the metrics gauge)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.servers.c.status, func.count()).group_by(t.servers.c.status)
+            ).all()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({str(status): int(n) for status, n in rows})
+        return counts
+
+    def tenant_exists(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            query = select(t.tenants.c.id).where(t.tenants.c.name == name)
+            return conn.execute(query).first() is not None
 
     # --- audit, settings, notifications ----------------------------------------------------
 

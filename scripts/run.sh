@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp_file=.venv/.drossel-install-stamp
 [ -x .venv/bin/python ] || python3 -m venv .venv
-stamp="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+stamp="$(sha256sum <pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ] || ! .venv/bin/python -c 'import drossel' 2>/dev/null; then
   echo "run.sh: installing drossel into .venv (first start or changed dependencies)" >&2
   log="$(mktemp)"

@@ -177,3 +177,22 @@ def test_garbage_and_empty_messages_are_counted_not_fatal(tmp_path: Path) -> Non
     analysis = scan(archive, Policy())
     assert analysis.messages == 3
     assert analysis.servers == {}
+
+
+def test_reading_only_received_and_date_detects_the_same() -> None:
+    """The header filter analyze uses before detection changes no detection result."""
+    from drossel.analyze import wanted_fields
+    from drossel.core.detection import detect, header_block
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "headers"
+    samples = sorted(fixtures.iterdir())
+    shared = Path(__file__).resolve().parents[2] / "shared" / "research" / "header-samples"
+    samples += sorted(shared.glob("*.txt")) if shared.is_dir() else []
+    found = 0
+    for sample in samples:
+        block = header_block(sample.read_bytes())
+        raw = block.encode("utf-8", "surrogateescape") if isinstance(block, str) else block
+        full, filtered = detect(raw), detect(wanted_fields(raw))
+        assert filtered == full, sample.name
+        found += full.connecting is not None
+    assert found >= 3

@@ -45,10 +45,12 @@ def cmd_analyze(ctx: Any) -> int:
     try:
         archive = open_archive(args.path)
         with _progress(archive, sys.stderr.isatty() and not args.quiet) as progress:
-            analysis = scan(archive, ctx.config.policy, args.tenant, progress)
+            analysis = scan(archive, ctx.config.policy, progress)
     except ArchiveError as exc:
         raise CliError(str(exc)) from None
-    result = report(analysis, ctx.now, packaged_catalog(), ctx.config.policy, str(args.path))
+    result = report(
+        analysis, ctx.now, packaged_catalog(), ctx.config.policy, str(args.path), args.tenant
+    )
     if args.json:
         emit_json(result)
         return 0

@@ -181,9 +181,11 @@ def server_report(
                 return _iso(start + timedelta(days=stage.start_day))
         return None
 
-    stages = []
+    stages: list[dict[str, Any]] = []
+    refused = 0  # by the last stage
     for number, stage in enumerate(policy.stages, 1):
         throttled, blocked = refusals(tally, stage, tenant) if enforced else (0, 0)
+        refused = throttled + blocked
         stages.append(
             {
                 "stage": number,
@@ -207,9 +209,7 @@ def server_report(
         "throttle_start": begins(lambda s: s.throttle_minutes > 0),
         "block_start": begins(lambda s: s.block_minutes > 0),
         "full_block_start": begins(lambda s: s.block_minutes >= 60),
-        "refused_per_day_final": (
-            stages[-1]["throttled_per_day"] + stages[-1]["blocked_per_day"] if enforced else 0.0
-        ),
+        "refused_per_day_final": _per_day(refused, span),
         "recommended_builds": list(assessment.recommended_builds),
         "reasons": list(assessment.reasons),
         "evidence": _clean(tally.evidence),

@@ -18,7 +18,7 @@ from typing import Any
 
 from drossel import __version__
 from drossel.catalog_source import install_catalog, load_catalog, packaged_catalog
-from drossel.cli.output import add_format_flags, closed_pipe, output
+from drossel.cli.output import add_format_flags, closed_pipe, output, print_table
 from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
 from drossel.core.assessment import assess
 from drossel.core.build import Build
@@ -73,13 +73,8 @@ def emit(data: Any) -> None:
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(*headers)
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(t)
+    """Rows under ``headers``, fitted to the terminal (cells wrap rather than being cut)."""
+    print_table([dict(zip(headers, row, strict=False)) for row in rows])
 
 
 # --- detection, assessment, simulation, check -----------------------------------------------

@@ -146,11 +146,14 @@ def _box() -> Any:
 
 
 def _short(key: str, value: Any, wide: bool) -> str:
-    """In narrow tables timestamps show their day only; everything else in full."""
+    """In narrow tables schedule dates (``*_start``, ``*_seen``) show their day, other
+    timestamps their minute; everything else in full."""
     text = cell(value)
-    if not wide and isinstance(value, str) and len(text) >= 19 and text[10:11] == "T":
+    if wide or not isinstance(value, str) or len(text) < 19 or text[10:11] != "T":
+        return text
+    if key.endswith(("_start", "_seen", "_detected")):
         return text[:10]
-    return text
+    return f"{text[:10]} {text[11:16]}"
 
 
 def output(

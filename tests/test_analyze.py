@@ -196,3 +196,13 @@ def test_reading_only_received_and_date_detects_the_same() -> None:
         assert filtered == full, sample.name
         found += full.connecting is not None
     assert found >= 3
+
+
+def test_a_single_message_file(tmp_path: Path) -> None:
+    path = tmp_path / "one.eml"
+    path.write_bytes(exchange_message(*OLD, START, 1))
+    archive = open_archive(path)
+    assert archive.kind == "message"
+    analysis = scan(archive, Policy())
+    assert analysis.messages == 1
+    assert [t.server for t in analysis.servers.values()] == [OLD[0]]

@@ -121,3 +121,28 @@ def test_version(tmp_path: Path) -> None:
     assert out.strip() == f"drossel {drossel.__version__}"
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert f'version = "{drossel.__version__}"' in pyproject
+
+
+def test_demo_db_then_web_report_shows_the_demo_servers(demo_db: tuple[str, Path]) -> None:
+    """The documented two-step: ``drossel demo --db URL``, then the web on the same state."""
+    from datetime import UTC, datetime
+
+    from fastapi.testclient import TestClient
+
+    from drossel.config import Config
+    from drossel.storage.store import Store
+    from drossel.web.app import create_app
+
+    url, base = demo_db
+    token = ok("token", "create", "--operator", "--db", url, cwd=base).strip()
+    store = Store(url)
+    try:
+        now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+        app = create_app(store, Config(), lambda: now)
+        with TestClient(app) as client:
+            response = client.get("/api/v1/report", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+        rows = response.json()
+        assert {r["server_fqdn"].lower() for r in rows} == DEMO_SERVERS
+    finally:
+        store.dispose()

@@ -77,12 +77,19 @@ def write_csv(
         writer.writerow([_csv_cell(row.get(c)) for c in columns])
 
 
+#: A CSV cell starting with one of these is a formula to spreadsheet programs.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return json.dumps(value, default=str, sort_keys=False)
-    return cell(value)
+    if isinstance(value, int | float):
+        return str(value)
+    text = json.dumps(value, default=str) if isinstance(value, Mapping) else cell(value)
+    # header-derived text (evidence, server names) must not run as a formula when the file
+    # is opened in a spreadsheet: quote it the way spreadsheets expect
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def emit_json(data: Any, out: Any = None) -> None:

@@ -108,7 +108,9 @@ def cmd_demo(ctx: Any) -> int:
         print("drossel: error: --days must be between 1 and 3650", file=sys.stderr)
         return 2
     quiet = ctx.args.quiet or ctx.args.json
-    summary = run_demo(ctx.args.days, start=ctx.clock(), config=ctx.config, show=not quiet)
+    summary = run_demo(
+        ctx.args.days, start=ctx.clock(), config=ctx.config, show=not quiet, db=ctx.args.db
+    )
     if ctx.args.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
     elif ctx.args.quiet:

@@ -55,7 +55,9 @@ def test_demo_db_keeps_its_servers_for_report(demo_db: tuple[str, Path]) -> None
     # the replay ended at --at, so the report shows the demo's final stage, not stage 1
     assert by_server["ex2013.contoso.example"]["stage"] == 2
     assert by_server["ex2013.contoso.example"]["tenant"] == "contoso"
-    assert by_server["mail.fabrikam.example"]["stage"] is None
+    # current: nothing scheduled, nothing applied
+    assert by_server["mail.fabrikam.example"]["stage"] == 0
+    assert by_server["mail.fabrikam.example"]["scheduled_stage"] is None
     assert by_server["ex2016.contoso.example"]["counts"]["throttle"] > 0
     # a second demo into the same database reuses its tenants and connectors
     ok("demo", "--days", "1", "--quiet", "--db", url, "--at", AT, cwd=base)

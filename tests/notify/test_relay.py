@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from smtp_sink import Sink, free_port
 
-from drossel.catalog_source import packaged_catalog
+from drossel.app.catalog_source import packaged_catalog
 from drossel.config import ConfigError, NotifyConfig, config_from_dict
 from drossel.notify import scan_and_notify
 from drossel.notify.service import send_mail

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from drossel.analyze import report, scan
+from drossel.app.catalog_source import packaged_catalog
 from drossel.archive import Archive, ArchiveError, Progress, open_archive
-from drossel.catalog_source import packaged_catalog
 from drossel.cli.output import add_format_flags, emit_json, print_table, write_csv
 
 #: Columns of the default (80-column) table; ``--wide``, ``--csv`` and ``--json`` show all.

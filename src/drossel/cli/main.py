@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from drossel import __version__
+from drossel.app.catalog_source import install_catalog, load_catalog, packaged_catalog
 from drossel.app.errors import AppError
 from drossel.app.report import pause_json
 from drossel.app.services import Services
-from drossel.catalog_source import install_catalog, load_catalog, packaged_catalog
 from drossel.cli.output import add_format_flags, closed_pipe, output, print_table
 from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
 from drossel.core.assessment import assess
@@ -342,7 +342,7 @@ def cmd_connector_list(ctx: Context) -> int:
     else:
         table(
             [
-                (r["tenant"], r["name"], r["type"], ", ".join(r["ip_ranges"]), r["tls_name"])
+                (r["tenant"], r["name"], r["type"], ", ".join(r["ip_ranges"] or ()), r["tls_name"])
                 for r in rows
             ],
             ["tenant", "name", "type", "ip ranges", "tls name"],

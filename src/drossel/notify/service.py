@@ -314,7 +314,7 @@ def scan_and_notify(store: Store, config: Config, catalog: Catalog, now: datetim
 
 async def run_notifier(store: Store, config: Config, clock: Clock, stop: asyncio.Event) -> None:
     """Scan every ``notify.interval_seconds`` until ``stop`` is set (nothing if disabled)."""
-    from drossel.catalog_source import load_catalog
+    from drossel.app.catalog_source import load_catalog
 
     if not config.notify.enabled:
         return

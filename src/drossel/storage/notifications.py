@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 
 from drossel.storage import schema as t
 from drossel.storage.store import Store, from_db, to_db
@@ -46,7 +47,7 @@ def _row(r: object) -> NotificationRow:
     )
 
 
-def _notification_query():  # type: ignore[no-untyped-def]
+def _notification_query() -> Select[Any]:
     return select(t.notifications, t.tenants.c.name.label("tenant_name")).join(
         t.tenants, t.tenants.c.id == t.notifications.c.tenant_id
     )

@@ -139,6 +139,11 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def check_schema(self) -> None:
+        from drossel.storage.migrate import check
+
+        check(self.engine)
+
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
@@ -183,7 +188,7 @@ class Store:
                 result = conn.execute(
                     insert(t.tenants).values(name=name, display_name=name, created_at=to_db(now))
                 )
-            return int(result.inserted_primary_key[0])
+            return inserted_id(result)
         except IntegrityError:
             return self._tenant_id(conn, name)
 
@@ -396,7 +401,7 @@ class Store:
                                 **values,
                             )
                         )
-                    server_id = int(result.inserted_primary_key[0])
+                    server_id = inserted_id(result)
                 except IntegrityError:
                     existing = conn.execute(locked).first()
                     assert existing is not None
@@ -503,7 +508,7 @@ class Store:
             ).all()
         result: dict[date, dict[str, int]] = {}
         for r in rows:
-            result.setdefault(r.day, {})[r.action] = r.count
+            result.setdefault(r.day, {})[r.action] = int(r._mapping["count"])
         return result
 
     def total_counts(self, server_id: int) -> dict[str, int]:
@@ -574,7 +579,7 @@ class Store:
                     created_at=to_db(now),
                 )
             )
-            pause_id = int(result.inserted_primary_key[0])
+            pause_id = inserted_id(result)
             self.audit(
                 conn,
                 actor,
@@ -656,7 +661,7 @@ class Store:
                     created_at=to_db(now),
                 )
             )
-            override_id = int(result.inserted_primary_key[0])
+            override_id = inserted_id(result)
             self.audit(
                 conn,
                 actor,
@@ -782,3 +787,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def inserted_id(result: Any) -> int:
+    """The primary key of the row an INSERT created."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

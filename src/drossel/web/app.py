@@ -200,7 +200,8 @@ async def serve_web(
             ssl_keyfile=ssl_keyfile,
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # the daemon handles signals itself (stop event); uvicorn must not install its own
+    setattr(server, "install_signal_handlers", lambda: None)  # noqa: B010
     task = asyncio.create_task(server.serve())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)

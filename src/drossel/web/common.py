@@ -9,9 +9,9 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from drossel.app.catalog_source import load_catalog
 from drossel.app.report import pause_budget, pause_json, server_report, tenant_report
 from drossel.app.services import Services
-from drossel.catalog_source import load_catalog
 from drossel.config import Clock, Config
 from drossel.core.catalog import Catalog
 from drossel.core.decision import Override, relevant_pauses

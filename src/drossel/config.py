@@ -52,6 +52,9 @@ class StorageConfig(_Section):
     journal_memory_events: int = Field(default=10_000, ge=0)
     #: PostgreSQL only: LISTEN for pause/override/connector changes made on other nodes.
     listen: bool = True
+    #: How long an SMTP session waits for the database to read a server not in memory;
+    #: slower counts as unreachable for that message (``fail_mode``), never a stalled session.
+    read_timeout: float = Field(default=2.0, gt=0, le=60)
 
     def journal_path(self) -> str:
         return self.journal or "drossel-journal.jsonl"

@@ -365,11 +365,12 @@ class Enforcer(Generic[StoreT]):
         self,
         headers: Iterable[tuple[str, str]],
         client: ClientInfo,
-        read_timeout: float,
         now: datetime | None = None,
+        read_timeout: float | None = None,
     ) -> Outcome:
         """:meth:`process` for the event loop: no database call on the loop.  A server not in
-        memory is read in a worker thread for at most ``read_timeout`` seconds; a slow or
+        memory is read in a worker thread for at most ``read_timeout`` seconds (default
+        ``[storage] read_timeout``); a slow or
         locked database then counts as unreachable for this message (``[storage]
         fail_mode``), so it never stalls other sessions.  Changes are written by
         :meth:`flush`, which the daemons run in a thread."""
@@ -379,6 +380,8 @@ class Enforcer(Generic[StoreT]):
         if isinstance(pending, Outcome):
             return pending
         read: tuple[ServerRecord | None, bool] | None = None
+        if read_timeout is None:
+            read_timeout = self.config.storage.read_timeout
         if not pending.cached:
             try:
                 read = await asyncio.wait_for(

@@ -349,7 +349,7 @@ class GatewayHandler:
         client = await self.client_info(session)
         try:
             headers = parse_headers(header_block(content))
-            verdict: Verdict | None = self.enforcer.process(headers, client).verdict
+            verdict: Verdict | None = (await self.enforcer.process_async(headers, client)).verdict
         except Exception:
             # fail open: the state is the problem, not the mail (SPEC §9)
             log.exception("policy failed; relaying the message unchanged")

@@ -115,8 +115,12 @@ class Store:
         if engine is None:
             options: dict[str, Any] = {"future": True, "pool_pre_ping": True}
             if url.startswith("postgresql"):
-                # fail fast when the server is unreachable (outage handling, see engine.py)
-                options["connect_args"] = {"connect_timeout": 5}
+                # fail fast when the server is unreachable, and never let one statement hang
+                # (a lock held elsewhere): the flusher retries, sessions decide from memory
+                options["connect_args"] = {
+                    "connect_timeout": 5,
+                    "options": "-c statement_timeout=15000",
+                }
             engine = create_engine(url, **options)
         self.engine = engine
         #: set when the schema could not be checked at start (database unreachable)

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.parser import HeaderParser
 from pathlib import Path
 
@@ -172,97 +172,84 @@ def make_enforcer(kind: str, tmp: Path):  # type: ignore[no-untyped-def]
     return Enforcer(store, Config(), lambda: NOW, auto_refresh=False)
 
 
-def measure(iterations: int, rounds: int, sets: int) -> list[dict[str, object]]:
+def measure_store(
+    kind: str, messages: list[Headers], iterations: int, rounds: int, tmp: Path
+) -> list[dict[str, object]]:
+    """The rows of one store: warm-up, then steady state, cold path (and, for the memory store,
+    INFO logging and detection alone).  The clock advances 50 ms per message, as in a daemon:
+    every message moves its server's ``last_seen``."""
     from drossel.app.enforcer import ClientInfo
     from drossel.core.detection import detect_in_headers
 
+    n = len(messages)
+    client = ClientInfo(addr="192.0.2.10", name="mx.corp.example", helo="mx.corp.example")
+    enforcer = make_enforcer(kind, tmp)
+    process = enforcer.process
+    keys = []
+    for headers in messages:  # warm-up: every server known and cached
+        outcome = process(headers, client, NOW)
+        assert outcome.detection.connecting is not None, "no server detected"
+        keys.append((outcome.facts.tenant, outcome.detection.connecting.server))
+    enforcer.flush()
+    total = max(iterations, n) * rounds * 3
+    nows = [NOW + timedelta(milliseconds=50 * k) for k in range(total)]
+    step = iter(range(total))
+
+    def steady(i: int) -> object:
+        return process(messages[i], client, nows[next(step)])
+
+    rows: list[dict[str, object]] = [
+        {"row": f"{kind}, cache", **timed(steady, None, n, iterations, rounds)}
+    ]
+    cache = enforcer.cache
+
+    def drop(i: int) -> None:
+        cache.records.pop(keys[i], None)
+        cache.assessments.clear()
+
+    cold = timed(steady, drop, n, max(n, iterations // 10), rounds)
+    rows.append({"row": f"{kind}, no cache", **cold})
+    if kind == "memory":
+        logger = logging.getLogger("drossel.decision")
+        handler = logging.StreamHandler(io.StringIO())
+        old_level, old_propagate = logger.level, logger.propagate
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+        def logged(i: int) -> object:
+            if handler.stream.tell() > 1_000_000:
+                handler.stream.seek(0)
+                handler.stream.truncate()
+            return steady(i)
+
+        try:
+            rows.append(
+                {"row": "memory, cache, INFO log", **timed(logged, None, n, iterations, rounds)}
+            )
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+            logger.propagate = old_propagate
+        catalog, trusted = enforcer.catalog, enforcer.policy.trusted_hosts
+
+        def detect_only(i: int) -> object:
+            return detect_in_headers(messages[i], trusted, catalog=catalog)
+
+        rows.append({"row": "detect only", **timed(detect_only, None, n, iterations, rounds)})
+    enforcer.store.dispose()
+    return rows
+
+
+def measure(iterations: int, rounds: int, sets: int) -> list[dict[str, object]]:
     messages = header_sets(sets)
     blocks = [block_of(h) for h in messages]
-    client = ClientInfo(addr="192.0.2.10", name="mx.corp.example", helo="mx.corp.example")
-    rows: list[dict[str, object]] = []
-
     parser = HeaderParser()
     ref = timed(lambda i: parser.parsestr(blocks[i]), None, sets, iterations, rounds)
-    rows.append({"row": "reference: email HeaderParser", **ref})
-
+    rows: list[dict[str, object]] = [{"row": "reference: email HeaderParser", **ref}]
     with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
         for kind in ("memory", "sqlite"):
-            enforcer = make_enforcer(kind, tmp)
-            process = enforcer.process
-            keys = []
-            for headers in messages:  # warm-up: every server known and cached
-                outcome = process(headers, client, NOW)
-                assert outcome.detection.connecting is not None, "no server detected"
-                keys.append((outcome.facts.tenant, outcome.detection.connecting.server))
-            enforcer.flush()
-            rows.append(
-                {
-                    "row": f"{kind}, cache",
-                    **timed(
-                        lambda i: process(messages[i], client, NOW), None, sets, iterations, rounds
-                    ),
-                }
-            )
-            cache = enforcer.cache
-
-            def drop(i: int, cache=cache, keys=keys) -> None:  # type: ignore[no-untyped-def]
-                cache.records.pop(keys[i], None)
-                cache.assessments.clear()
-
-            cold_iterations = max(sets, iterations // 10)
-            rows.append(
-                {
-                    "row": f"{kind}, no cache",
-                    **timed(
-                        lambda i: process(messages[i], client, NOW),
-                        drop,
-                        sets,
-                        cold_iterations,
-                        rounds,
-                    ),
-                }
-            )
-            if kind == "memory":
-                logger = logging.getLogger("drossel.decision")
-                handler = logging.StreamHandler(io.StringIO())
-                old_level, old_propagate = logger.level, logger.propagate
-                logger.addHandler(handler)
-                logger.setLevel(logging.INFO)
-                logger.propagate = False
-
-                def run_logged(i: int) -> None:
-                    process(messages[i], client, NOW)
-                    stream = handler.stream
-                    if stream.tell() > 1_000_000:
-                        stream.seek(0)
-                        stream.truncate()
-
-                try:
-                    rows.append(
-                        {
-                            "row": "memory, cache, INFO log",
-                            **timed(run_logged, None, sets, iterations, rounds),
-                        }
-                    )
-                finally:
-                    logger.removeHandler(handler)
-                    logger.setLevel(old_level)
-                    logger.propagate = old_propagate
-                catalog, trusted = enforcer.catalog, enforcer.policy.trusted_hosts
-                rows.append(
-                    {
-                        "row": "detect only",
-                        **timed(
-                            lambda i: detect_in_headers(messages[i], trusted, catalog=catalog),
-                            None,
-                            sets,
-                            iterations,
-                            rounds,
-                        ),
-                    }
-                )
-            enforcer.store.dispose()
+            rows += measure_store(kind, messages, iterations, rounds, Path(tmp_dir))
     base = ref["median_us"]
     for row in rows:
         row["ratio"] = float(row["median_us"]) / base  # type: ignore[arg-type]

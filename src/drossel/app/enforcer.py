@@ -22,8 +22,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from drossel.app.cache import DecisionCache, ServerKey
@@ -297,20 +298,21 @@ class Enforcer:
             self.queue.count((facts.tenant, server.server, now.date(), verdict.action))
         DECISION_SECONDS.observe(time.perf_counter() - started)
         VERDICTS.labels(verdict.action, server.product, str(verdict.stage or 0)).inc()
-        log.info(
-            "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "
-            "evidence=%s tenant=%s client=%s reason=%r",
-            verdict.action,
-            server.server,
-            server.build,
-            assessment.status,
-            verdict.stage,
-            verdict.scheduled_stage,
-            verdict.evidence,
-            facts.tenant,
-            client.addr,
-            verdict.reason,
-        )
+        if log.isEnabledFor(logging.INFO):  # the arguments are not even gathered otherwise
+            log.info(
+                "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "
+                "evidence=%s tenant=%s client=%s reason=%r",
+                verdict.action,
+                server.server,
+                server.build,
+                assessment.status,
+                verdict.stage,
+                verdict.scheduled_stage,
+                verdict.evidence,
+                facts.tenant,
+                client.addr,
+                verdict.reason,
+            )
         return Outcome(verdict, detection, facts)
 
     # --- writing batched and queued state -------------------------------------------------
@@ -458,10 +460,15 @@ def _earliest(old: ServerRecord | None, new: ServerRecord, now: datetime) -> Ser
     return replace(new, first_detected=now, clock_start=clock_start)
 
 
+#: every field of a record but ``last_seen`` (a change in one of them is written at once)
+_BUT_LAST_SEEN = attrgetter(*(f.name for f in fields(ServerRecord) if f.name != "last_seen"))
+
+
 def _needs_write(old: ServerRecord | None, new: ServerRecord) -> bool:
+    """Whether anything but ``last_seen`` changed (compared field by field: no copy made)."""
     if old is None:
         return True
-    return replace(old, last_seen=new.last_seen) != new
+    return bool(_BUT_LAST_SEEN(old) != _BUT_LAST_SEEN(new))
 
 
 __all__ = ["ClientInfo", "Enforcer", "Outcome"]

@@ -40,8 +40,6 @@ MAX_RECEIVED = 200
 MAX_RECEIVED_LENGTH = 8192
 
 
-_FOLD_RE = re.compile(r"\r?\n[ \t]+")
-_WS_RE = re.compile(r"\s+")
 _SMTP_ID_RE = re.compile(
     r"\bwith\s+Microsoft\s+SMTP\s+Server(?:\s*\([^()]{0,400}\))?\s+id\s+(\d{1,4}(?:\.\d{1,6}){3})\b",
     re.IGNORECASE,
@@ -170,8 +168,11 @@ def _finish(lines: list[str]) -> tuple[str, str]:
 
 
 def unfold(value: str) -> str:
-    """Undo header folding and collapse runs of white space to one space."""
-    return _WS_RE.sub(" ", _FOLD_RE.sub(" ", value)).strip()
+    """Undo header folding and collapse runs of white space to one space.
+
+    ``str.split`` splits at exactly the white space that ``re``'s ``\\s`` matches, folds
+    included, and drops it at both ends: one pass in C instead of two substitutions."""
+    return " ".join(value.split())
 
 
 def is_cloud_host(host: str | None, hosted: HostedServices = MICROSOFT_HOSTED) -> bool:

@@ -297,8 +297,39 @@ def memory_node(servers: int) -> dict[str, float]:
         "servers": servers,
         "rss_before_mib": before,
         "rss_mib": rss_mib(),
+        "cache_mib": deep_size(enforcer.cache.records) / 2**20,
+        "store_mib": deep_size(enforcer.store) / 2**20,
         "seconds": elapsed,
     }
+
+
+def deep_size(root: object) -> int:
+    """Bytes of every object reachable from ``root`` (each counted once), not following
+    classes, modules and functions: what holding ``root`` costs beyond the imported code."""
+    import types
+
+    skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif not isinstance(obj, (str, bytes, int, float, datetime, timedelta)):
+            for name in getattr(type(obj), "__slots__", ()):
+                if hasattr(obj, name):
+                    stack.append(getattr(obj, name))
+            if hasattr(obj, "__dict__"):
+                stack.append(obj.__dict__)
+    return total
 
 
 def memory(servers: int) -> dict[str, float]:
@@ -354,8 +385,9 @@ def main() -> None:
         results["memory"] = mem
         print(
             f"memory: {mem['servers']:,} servers in the DecisionCache (MemoryStore): "
-            f"RSS {mem['rss_mib']:.1f} MiB (before: {mem['rss_before_mib']:.1f} MiB, "
-            f"{mem['seconds']:.1f} s)"
+            f"RSS {mem['rss_mib']:.1f} MiB (before: {mem['rss_before_mib']:.1f} MiB; "
+            f"cache records {mem['cache_mib']:.1f} MiB, MemoryStore tables "
+            f"{mem['store_mib']:.1f} MiB; {mem['seconds']:.1f} s)"
         )
     if args.json:
         print(json.dumps(results, indent=2))

@@ -102,6 +102,8 @@ class Enforcer:
         #: set by :func:`drossel.runtime.open_store` when the schema could not be checked
         self.schema_unchecked = False
         self._state_key: Any = None
+        #: the verdict counter of each (action, product, stage) seen (a few dozen at most)
+        self._verdict_counters: dict[tuple[str, str, int], Any] = {}
         try:
             self.catalog = catalog or load_catalog(store)
         except Exception:
@@ -297,7 +299,13 @@ class Enforcer:
                 )
             self.queue.count((facts.tenant, server.server, now.date(), verdict.action))
         DECISION_SECONDS.observe(time.perf_counter() - started)
-        VERDICTS.labels(verdict.action, server.product, str(verdict.stage or 0)).inc()
+        labels = (verdict.action, server.product, verdict.stage or 0)
+        counter = self._verdict_counters.get(labels)
+        if counter is None:  # prometheus' labels() validates and locks: once per label set
+            counter = self._verdict_counters[labels] = VERDICTS.labels(
+                verdict.action, server.product, str(verdict.stage or 0)
+            )
+        counter.inc()
         if log.isEnabledFor(logging.INFO):  # the arguments are not even gathered otherwise
             log.info(
                 "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "

@@ -191,6 +191,16 @@ def report(results: list[Result], full: bool) -> str:
     )
     lines += ["", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine()]
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > cores / 2:
+        lines += [
+            "",
+            f"**The machine was shared** (load average {load:.1f} on {cores} cores at the "
+            "start): absolute figures are noisy, and p99 values of a few milliseconds are the "
+            "scheduler giving the core to other work, not drossel. Ratios measured in the same "
+            "run are the figures to compare.",
+        ]
     lines += ["", "| benchmark | status | seconds | what | note |", "|---|---|---:|---|---|"]
     for r in results:
         note = r.detail.replace("|", "\\|")

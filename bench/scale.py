@@ -149,7 +149,7 @@ def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, fl
         outcome = enforcer.process(messages_by_server[i], client)
         cold.append(time.perf_counter() - t)
         assert outcome.verdict.server is not None
-    assert len(enforcer._records) == len(working_set)
+    assert len(enforcer.cache.records) == len(working_set)
     order = [rng.choice(working_set) for _ in range(messages)]
     warm = []
     for i in order:

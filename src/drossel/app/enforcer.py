@@ -27,8 +27,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Generic
 
 from typing_extensions import TypeVar
@@ -126,6 +127,8 @@ class Enforcer(Generic[StoreT]):
         #: set by :func:`drossel.runtime.open_store` when the schema could not be checked
         self.schema_unchecked = False
         self._state_key: Any = None
+        #: the verdict counter of each (action, product, stage) seen (a few dozen at most)
+        self._verdict_counters: dict[tuple[str, str, int], Any] = {}
         try:
             self.catalog = catalog or load_catalog(store)
         except Exception:
@@ -330,8 +333,14 @@ class Enforcer(Generic[StoreT]):
                 )
             self.queue.count((facts.tenant, server.server, now.date(), verdict.action))
         DECISION_SECONDS.observe(time.perf_counter() - started)
-        VERDICTS.labels(verdict.action, server.product, str(verdict.stage or 0)).inc()
-        if log.isEnabledFor(logging.INFO):
+        labels = (verdict.action, server.product, verdict.stage or 0)
+        counter = self._verdict_counters.get(labels)
+        if counter is None:  # prometheus' labels() validates and locks: once per label set
+            counter = self._verdict_counters[labels] = VERDICTS.labels(
+                verdict.action, server.product, str(verdict.stage or 0)
+            )
+        counter.inc()
+        if log.isEnabledFor(logging.INFO):  # the arguments are not even gathered otherwise
             log.info(
                 "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "
                 "evidence=%s tenant=%s client=%s reason=%r",
@@ -539,10 +548,15 @@ def _earliest(old: ServerRecord | None, new: ServerRecord, now: datetime) -> Ser
     return replace(new, first_detected=now, clock_start=clock_start)
 
 
+#: every field of a record but ``last_seen`` (a change in one of them is written at once)
+_BUT_LAST_SEEN = attrgetter(*(f.name for f in fields(ServerRecord) if f.name != "last_seen"))
+
+
 def _needs_write(old: ServerRecord | None, new: ServerRecord) -> bool:
+    """Whether anything but ``last_seen`` changed (compared field by field: no copy made)."""
     if old is None:
         return True
-    return replace(old, last_seen=new.last_seen) != new
+    return bool(_BUT_LAST_SEEN(old) != _BUT_LAST_SEEN(new))
 
 
 __all__ = ["ClientInfo", "Enforcer", "Outcome"]

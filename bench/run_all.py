@@ -1,0 +1,247 @@
+"""Run every benchmark in ``bench/`` and write one markdown report (not a test).
+
+    python bench/run_all.py            # small but meaningful sizes (a few minutes)
+    python bench/run_all.py --full     # the sizes of issue 12 (long: an hour or more)
+    python bench/run_all.py --only decision,memory
+
+Each benchmark runs as its own process with the sizes below; its exit status decides what the
+report says: ``ok``, ``skipped`` (the script said it cannot run here, e.g. no root or no
+Postfix, or a backend is unreachable), ``failed`` (any other non-zero exit, with the end of its
+error output) or ``timeout``.  Nothing is left out: every benchmark gets a row.  The report
+(stdout and ``docs/benchmarks-latest.md``) starts with the machine (``uname -a``, CPU model,
+cores, memory, Python) and the date, then a summary table, then each benchmark's own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = ROOT / "docs" / "benchmarks-latest.md"
+#: the milter and gateway scripts exit with this status (and say why) when they cannot run
+CANNOT_RUN = 2
+
+
+@dataclass
+class Bench:
+    name: str
+    what: str
+    small: list[str]
+    full: list[str]
+    script: str
+    needs_postgres: bool = False
+    timeout_small: float = 900
+    timeout_full: float = 4 * 3600
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+BENCHES = [
+    Bench(
+        "decision",
+        "detect + assess + decide per message, steady state (goal <= 20 µs median)",
+        ["--rounds", "3", "--iterations", "5000"],
+        ["--rounds", "5", "--iterations", "50000"],
+        "decision.py",
+    ),
+    Bench(
+        "memory",
+        "RSS with N servers in the DecisionCache, MemoryStore (goal <= 150 MiB at 100,000)",
+        ["--no-decision", "--memory", "20000"],
+        ["--no-decision", "--memory", "100000"],
+        "decision.py",
+    ),
+    Bench(
+        "analyze",
+        "`drossel analyze` on an mbox vs mailbox.mbox + email parsing",
+        ["--messages", "5000"],
+        ["--messages", "100000"],
+        "analyze.py",
+    ),
+    Bench(
+        "scale (sqlite)",
+        "decision latency and RSS, small vs large number of tracked servers, SQLite",
+        ["--backends", "sqlite", "--servers", "20000", "--messages", "10000", "--repeat", "2"],
+        ["--backends", "sqlite"],
+        "scale.py",
+    ),
+    Bench(
+        "scale (postgres)",
+        "as above on PostgreSQL ($DROSSEL_TEST_PG)",
+        ["--backends", "postgres", "--servers", "20000", "--messages", "10000", "--repeat", "2"],
+        ["--backends", "postgres"],
+        "scale.py",
+        needs_postgres=True,
+    ),
+    Bench(
+        "milter",
+        "Postfix + drossel milter vs Postfix alone (needs root and Postfix)",
+        ["--messages", "1000", "--sessions", "10"],
+        ["--messages", "10000", "--sessions", "20"],
+        "milter.py",
+    ),
+    Bench(
+        "gateway",
+        "drossel SMTP gateway vs Postfix relay (needs root and Postfix)",
+        ["--messages", "1000", "--sessions", "10", "--rounds", "2"],
+        ["--messages", "10000", "--sessions", "20", "--rounds", "3"],
+        "gateway.py",
+    ),
+]
+
+
+@dataclass
+class Result:
+    bench: Bench
+    status: str
+    seconds: float
+    command: list[str]
+    output: str
+    detail: str = ""
+
+
+def machine() -> list[tuple[str, str]]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    try:
+        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        uname = " ".join(platform.uname())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return [
+        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("uname -a", uname),
+        ("CPU", cpu),
+        ("cores", str(os.cpu_count())),
+        ("memory", memory),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("load average at start (1, 5, 15 min)", load),
+    ]
+
+
+def postgres_unreachable() -> str | None:
+    url = os.environ.get(
+        "DROSSEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    ).replace("+psycopg", "")
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=5).close()
+    except Exception as exc:  # any failure means: not here
+        return f"PostgreSQL unreachable ({exc.__class__.__name__})"
+    return None
+
+
+def run(bench: Bench, full: bool) -> Result:
+    command = [sys.executable, str(BENCH / bench.script), *(bench.full if full else bench.small)]
+    if bench.needs_postgres:
+        reason = postgres_unreachable()
+        if reason:
+            return Result(bench, "skipped", 0.0, command, "", reason)
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=bench.timeout_full if full else bench.timeout_small,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return Result(bench, "timeout", time.perf_counter() - started, command, out)
+    seconds = time.perf_counter() - started
+    err = done.stderr.strip()
+    if done.returncode == 0:
+        return Result(bench, "ok", seconds, command, done.stdout)
+    last = err.splitlines()[-1] if err else f"exit status {done.returncode}"
+    if done.returncode == CANNOT_RUN and "cannot run" in err:
+        return Result(bench, "skipped", seconds, command, done.stdout, last)
+    tail = "\n".join(err.splitlines()[-15:])
+    return Result(bench, "failed", seconds, command, done.stdout + "\n" + tail, last)
+
+
+def report(results: list[Result], full: bool) -> str:
+    lines = ["# Latest benchmark run", ""]
+    lines.append(
+        "Written by `python bench/run_all.py"
+        + (" --full" if full else "")
+        + "`; see docs/benchmarks.md for what each benchmark measures and how to read it. "
+        + ("Issue sizes." if full else "Small sizes (`--full` gives the issue's sizes).")
+        + " Figures depend on the machine and its load; compare ratios within one run."
+    )
+    lines += ["", "| machine | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in machine()]
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > cores / 2:
+        lines += [
+            "",
+            f"**The machine was shared** (load average {load:.1f} on {cores} cores at the "
+            "start): absolute figures are noisy, and p99 values of a few milliseconds are the "
+            "scheduler giving the core to other work, not drossel. Ratios measured in the same "
+            "run are the figures to compare.",
+        ]
+    lines += ["", "| benchmark | status | seconds | what | note |", "|---|---|---:|---|---|"]
+    for r in results:
+        note = r.detail.replace("|", "\\|")
+        lines.append(
+            f"| {r.bench.name} | **{r.status}** | {r.seconds:.0f} | {r.bench.what} | {note} |"
+        )
+    for r in results:
+        lines += ["", f"## {r.bench.name}: {r.status}", ""]
+        lines.append("    " + " ".join(["python", *r.command[1:]]).replace(str(ROOT) + "/", ""))
+        lines.append("")
+        if r.output.strip():
+            lines += ["```", r.output.strip(), "```"]
+        elif r.detail:
+            lines.append(r.detail)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="the sizes of issue 12")
+    parser.add_argument("--only", help="comma-separated benchmark names (default: all)")
+    parser.add_argument("--output", type=Path, default=OUT, help="markdown file to write")
+    args = parser.parse_args()
+    chosen = BENCHES
+    if args.only:
+        wanted = {w.strip() for w in args.only.split(",")}
+        chosen = [b for b in BENCHES if b.name in wanted or b.name.split(" ")[0] in wanted]
+        unknown = wanted - {b.name for b in chosen} - {b.name.split(" ")[0] for b in chosen}
+        if unknown:
+            parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    results = []
+    for bench in chosen:
+        print(f"running {bench.name} ...", file=sys.stderr, flush=True)
+        result = run(bench, args.full)
+        print(f"  {result.status} ({result.seconds:.0f} s) {result.detail}", file=sys.stderr)
+        results.append(result)
+    text = report(results, args.full)
+    print(text)
+    args.output.write_text(text, encoding="utf-8")
+    return 0 if all(r.status in ("ok", "skipped") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -62,13 +62,13 @@ async def test_a_dns_server_that_does_not_answer_gives_no_name() -> None:
 def record_clients(enforcer: Enforcer) -> list[ClientInfo]:
     """Keep what the gateway hands the (real) engine for each message."""
     seen: list[ClientInfo] = []
-    process = enforcer.process
+    process = enforcer.process_async
 
-    def recording(headers: Any, client: ClientInfo, now: Any = None) -> Any:
+    async def recording(headers: Any, client: ClientInfo, *args: Any, **kwargs: Any) -> Any:
         seen.append(client)
-        return process(headers, client, now)
+        return await process(headers, client, *args, **kwargs)
 
-    enforcer.process = recording  # type: ignore[method-assign]
+    enforcer.process_async = recording  # type: ignore[method-assign]
     return seen
 
 

@@ -104,7 +104,7 @@ def test_counts_accumulate(store: Store) -> None:
 def test_pause_budget_rules(store: Store) -> None:
     store.add_tenant("contoso", [], "t", NOW)
     today = NOW.date()
-    for bad, message in [(0, "at least 1"), (-1, "at least 1"), (91, "at most 90")]:
+    for bad, message in [(0, "at least 1"), (-1, "at least 1"), (400, "budget exceeded")]:
         with pytest.raises(AppError, match=message):
             Services(store, Policy()).add_pause("contoso", today, bad, [], "t", NOW)
     with pytest.raises(AppError, match="past"):
@@ -153,6 +153,18 @@ def test_a_pause_ended_on_its_first_day_costs_one_day(store: Store) -> None:
     assert services.charged_days("contoso", 2027) == 5
     with pytest.raises(AppError, match="budget exceeded"):
         services.add_pause("contoso", (day + timedelta(days=5)).date(), 3, [], "t", day)
+
+
+def test_a_pause_across_new_year_fits_each_years_budget(store: Store) -> None:
+    """The budget is per calendar year (SPEC §5): 31 days of 2026 and 69 of 2027 both fit."""
+    store.add_tenant("contoso", [], "t", NOW)
+    services = Services(store, Policy())
+    pause = services.add_pause("contoso", date(2026, 12, 1), 100, [], "t", NOW)
+    assert pause.days == 100
+    assert (services.charged_days("contoso", 2026), services.charged_days("contoso", 2027)) == (
+        31,
+        69,
+    )
 
 
 def test_a_planned_pause_ended_before_it_starts_costs_nothing(store: Store) -> None:

@@ -10,12 +10,17 @@ from drossel_seed import auth
 PAUSES = "/api/v1/tenants/contoso/pauses"
 
 
-@pytest.mark.parametrize(
-    "days", [0, -1, 91, 367, "abc", "5", 10**9, 10**30, 2.5, True, None, [], {}]
-)
+@pytest.mark.parametrize("days", [0, -1, 367, "abc", "5", 10**9, 10**30, 2.5, True, None, [], {}])
 def test_bad_pause_days(client, seeded, days):  # type: ignore[no-untyped-def]
     r = client.post(PAUSES, json={"days": days}, headers=auth("contoso"))
     assert r.status_code == 422, r.text
+    assert seeded.store.list_pauses("contoso") == []
+
+
+@pytest.mark.parametrize("days", [91, 200])
+def test_pause_over_the_yearly_budget_is_a_conflict(client, seeded, days):  # type: ignore[no-untyped-def]
+    r = client.post(PAUSES, json={"days": days}, headers=auth("contoso"))
+    assert r.status_code == 409 and "budget exceeded" in r.text, r.text
     assert seeded.store.list_pauses("contoso") == []
 
 
@@ -107,7 +112,7 @@ def test_extend_pause(client, seeded):  # type: ignore[no-untyped-def]
     assert r.json()["servers"] == ["ex01.contoso.example"]
     assert r.json()["budget"]["used_days"] == 15
     r = client.post(f"{PAUSES}/{created['id']}/extend", json={"days": 80}, headers=h)
-    assert r.status_code == 422 and "at most 90 days" in r.text
+    assert r.status_code == 409 and "budget exceeded" in r.text
 
 
 def test_paused_server_report(client):  # type: ignore[no-untyped-def]

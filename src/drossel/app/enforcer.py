@@ -303,7 +303,10 @@ class Enforcer(Generic[StoreT]):
                 old, known = self.cache.records[key], True
             else:
                 old, known = read if read is not None else (None, False)
-            new = _earliest(old, observe(old, facts, server, assessment, now, self.policy), now)
+            pauses = self.cache.shared.pauses
+            new = _earliest(
+                old, observe(old, facts, server, assessment, now, self.policy, pauses), now
+            )
             if _needs_write(old, new):
                 # written by :meth:`flush` (write-behind, off the message path); the record
                 # stays in memory until then
@@ -486,7 +489,17 @@ class Enforcer(Generic[StoreT]):
             server = DetectedServer(obs.server, build, obs.product, obs.evidence)
             assessment = self.assessment(build, obs.now.date())
             new = _earliest(
-                old, observe(old, obs.facts, server, assessment, obs.now, self.policy), obs.now
+                old,
+                observe(
+                    old,
+                    obs.facts,
+                    server,
+                    assessment,
+                    obs.now,
+                    self.policy,
+                    self.cache.shared.pauses,
+                ),
+                obs.now,
             )
             if old is None or new != old:
                 new = self.store.save_server(new, server.evidence, obs.now).record

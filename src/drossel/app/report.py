@@ -90,7 +90,8 @@ def server_report(
         facts = ConnectionFacts(tenant=last.tenant, connector_type=last.connector_type)
         sighting = DetectedServer(last.server, build, last.product, "")
         record = _as_last_sighting(
-            observe(last, _facts_like(last, facts), sighting, assessment, now, policy), last
+            observe(last, _facts_like(last, facts), sighting, assessment, now, policy, pauses),
+            last,
         )
     state = (
         applied_state(

@@ -65,8 +65,6 @@ class Services:
     ) -> Pause:
         """A pause of ``days`` whole days from ``start`` (all servers if ``servers`` is empty)."""
         days = _whole_days(days)
-        if days > self.budget_days:
-            raise Invalid(f"a pause can last at most {self.budget_days} days")
         if start < now.date():
             raise Invalid("a pause cannot start in the past")
         if start > now.date() + timedelta(days=366):
@@ -84,12 +82,11 @@ class Services:
         today = now.date()
 
         def change(pause: Pause, _others: list[Pause]) -> Pause:
-            if pause.end <= today or pause.end == pause.start:
+            # ended before, over, or cancelled: nothing left to end (a pause on its last day
+            # that was not ended yet is ended today, which changes no day)
+            if pause.end <= today or pause.end == pause.start or pause.ended_early:
                 raise Conflict(f"pause {pause_id} has already ended")
-            new = ended_pause(pause, today)
-            if new.end == pause.end:
-                raise Conflict(f"pause {pause_id} has already ended: today is its last day")
-            return new
+            return ended_pause(pause, today)
 
         return self.store.change_pause(pause_id, change, "pause.end", actor, now, tenant)
 
@@ -101,11 +98,9 @@ class Services:
         today = now.date()
 
         def change(pause: Pause, others: list[Pause]) -> Pause:
-            if pause.end <= today or pause.end == pause.start:
+            if pause.end <= today or pause.end == pause.start or pause.ended_early:
                 raise Conflict(f"pause {pause_id} has already ended")
             new = extended_pause(pause, days)
-            if new.days > self.budget_days:
-                raise Invalid(f"a pause can last at most {self.budget_days} days")
             self._refuse_over_budget(others, new)
             return new
 

@@ -21,6 +21,7 @@ from drossel.core.schedule import (
     Pause,
     StageInfo,
     budget_used,
+    forgiven_gap,
     pause_days_in_year,
     stage_at,
     stage_for_day,
@@ -214,6 +215,7 @@ def observe(
     assessment: Assessment,
     now: datetime,
     policy: Policy,
+    pauses: Sequence[Pause] = (),
 ) -> ServerRecord:
     """The server's record after seeing it send with ``assessment`` at ``now`` (SPEC §3, §4, §6).
 
@@ -247,7 +249,8 @@ def observe(
     else:
         seen = replace(record, last_seen=max(now, record.last_seen), evidence=evidence, via=via)
     if not is_trusted and record.trusted:
-        return seen  # history only: never the build or the clock of a trusted record
+        # history only: never the build, the evidence or the clock of a trusted record
+        return replace(record, last_seen=max(now, record.last_seen))
     updated = replace(
         seen,
         build=server.build.short,
@@ -265,13 +268,24 @@ def observe(
     if updated.clock_start is None:
         return replace(updated, clock_start=now, clock_credit=timedelta(0)) if applies else updated
     if updated.remediated_at is not None:
-        gap = now - updated.remediated_at
-        if gap <= timedelta(days=policy.regression_window_days):
+        if now - updated.remediated_at <= timedelta(days=policy.regression_window_days):
+            mine = relevant_pauses(pauses, updated.tenant, updated.server)
+            gap = forgiven_gap(updated.remediated_at, now, mine)
             return replace(updated, clock_credit=updated.clock_credit + gap, remediated_at=None)
         if applies:
             return replace(updated, clock_start=now, clock_credit=timedelta(0), remediated_at=None)
         return replace(updated, clock_start=None, clock_credit=timedelta(0), remediated_at=None)
     return updated
+
+
+def _resumable(record: ServerRecord, now: datetime, policy: Policy) -> bool:
+    """A clock stopped by remediation that a regression now would resume (its age frozen at
+    the remediation), not restart."""
+    return (
+        record.clock_start is not None
+        and record.remediated_at is not None
+        and now - record.remediated_at <= timedelta(days=policy.regression_window_days)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +319,8 @@ def applied_state(
     verdict and the report row, so they cannot disagree.  ``record`` is after the sighting."""
     if not assessment.persistently_vulnerable or record is None:
         return NOTHING
-    clock = record.clock if record.running else None
     mine = relevant_pauses(pauses, record.tenant, record.server)
+    clock = record.clock if record.running or _resumable(record, now, policy) else None
     scheduled = stage_at(policy, clock, now, mine) if clock else stage_for_day(policy, 0)
     idle = Applied(scheduled, 0, 0, 0, None)
     for override in overrides:

@@ -66,14 +66,36 @@ def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> time
     return max(end - start, timedelta(0))
 
 
+def paused_time(span: tuple[datetime, datetime], pauses: Iterable[Pause]) -> timedelta:
+    """How much of ``span`` some pause covers: overlapping pauses count once."""
+    intervals = sorted(
+        (max(a, span[0]), min(b, span[1]))
+        for a, b in (p.interval() for p in pauses)
+        if min(b, span[1]) > max(a, span[0])
+    )
+    total, reach = timedelta(0), span[0]
+    for start, end in intervals:
+        start = max(start, reach)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
+
+
 def effective_age(clock: EnforcementClock, now: datetime, pauses: Iterable[Pause]) -> timedelta:
-    """Time on the clock at ``now``: paused time and forgiven gaps do not count."""
+    """Time on the clock at ``now``: paused time and forgiven gaps do not count (a forgiven
+    gap never includes paused time, see :func:`forgiven_gap`)."""
     end = min(now, clock.remediated_at) if clock.remediated_at else now
     if end <= clock.clock_start:
         return timedelta(0)
-    span = (clock.clock_start, end)
-    paused = sum((_overlap(span, p.interval()) for p in pauses), timedelta(0))
+    paused = paused_time((clock.clock_start, end), pauses)
     return max(end - clock.clock_start - clock.credit - paused, timedelta(0))
+
+
+def forgiven_gap(remediated_at: datetime, now: datetime, pauses: Iterable[Pause]) -> timedelta:
+    """The part of a remediation gap that is forgiven on regression: the time no pause
+    already took off the clock (so a pause inside the gap is not subtracted twice)."""
+    return now - remediated_at - paused_time((remediated_at, now), pauses)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,170 @@
+"""Six named sequences, each run against the reference model and the real application layer.
+
+Why both: each sequence pins a rule of SPEC §4–§6 that the state machine might only reach by
+chance; the model passing shows the model says what the SPEC says, the real layer passing
+shows the application does too.  Each step's answer is checked against fixed expectations
+and, for the real layer, the report is also compared with a model run of the same steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from drossel.core.policy import Policy
+from tests.model.drivers import ModelDriver, RealDriver
+from tests.model.reference import Answer, Refused
+from tests.model.world import (
+    CURRENT,
+    OLD,
+    START,
+    connector_client,
+    forged_client,
+    open_driver,
+    set_up_tenants,
+)
+
+KINDS = [
+    "model",
+    "memory",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+EX01 = "ex01.t1.example"
+DAY = timedelta(days=1)
+
+
+class Pair:
+    """The driver under test and a model that follows the same steps (for report checks)."""
+
+    def __init__(self, kind: str, policy: Policy | None, workdir: Path) -> None:
+        self.sut = open_driver(kind, policy, workdir)
+        self.model = ModelDriver(policy)
+        set_up_tenants(self.sut)
+        set_up_tenants(self.model)
+
+    def each(self) -> tuple[ModelDriver | RealDriver, ...]:
+        return (self.sut, self.model)
+
+    def send(self, server: str, build: str, client, now) -> Answer:  # type: ignore[no-untyped-def]
+        got = self.sut.message(server, build, client, now)
+        want = self.model.message(server, build, client, now)
+        assert got == want, f"{self.sut.name}: {got} but the model says {want}"
+        return got
+
+    def report(self, tenant: str, now) -> dict:  # type: ignore[no-untyped-def,type-arg]
+        got = self.sut.report(tenant, now)
+        assert got == self.model.report(tenant, now)
+        return got
+
+    def set_policy(self, policy: Policy, now) -> None:  # type: ignore[no-untyped-def]
+        for d in self.each():
+            d.set_policy(policy, now)
+
+
+@pytest.fixture(params=KINDS)
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(request.param, None, tmp_path)
+    yield p
+    p.sut.close()
+
+
+def at_minute(moment, minute: int):  # type: ignore[no-untyped-def]
+    return moment.replace(minute=minute)
+
+
+def test_stage_8_server_patched_is_accepted_and_remediated(pair: Pair) -> None:
+    first = pair.send(EX01, OLD, connector_client("t1"), START)
+    assert (first.action, first.stage, first.scheduled_stage) == ("accept", 1, 1)
+    late = START + 95 * DAY
+    blocked = pair.send(EX01, OLD, connector_client("t1"), late)
+    assert (blocked.action, blocked.code, blocked.stage, blocked.block_minutes) == (
+        "block",
+        550,
+        8,
+        60,
+    )
+    patched = pair.send(EX01, CURRENT, connector_client("t1"), late + timedelta(minutes=1))
+    assert (patched.action, patched.stage, patched.code) == ("accept", 0, None)
+    row = pair.report("t1", late + timedelta(minutes=2))[EX01]
+    assert (row["status"], row["stage"], row["remediated"]) == ("current", 0, True)
+
+
+def test_patched_day_40_regressed_day_80_starts_a_new_clock(pair: Pair) -> None:
+    pair.send(EX01, OLD, connector_client("t1"), START)
+    day40 = pair.send(EX01, CURRENT, connector_client("t1"), START + 40 * DAY)
+    assert day40.stage == 0
+    day80 = pair.send(EX01, OLD, connector_client("t1"), START + 80 * DAY)
+    assert (day80.action, day80.stage, day80.scheduled_stage) == ("accept", 1, 1)
+    row = pair.report("t1", START + 80 * DAY)[EX01]
+    assert (row["stage"], row["remediated"]) == (1, False)
+    # the new clock runs from day 80: 31 days later it is stage 2, not stage 8
+    later = pair.report("t1", START + 111 * DAY)[EX01]
+    assert (later["stage"], later["throttle_minutes"]) == (2, 5)
+
+
+REPORT_ONLY_2013 = Policy(rollout={"Exchange 2013": "report-only"})
+
+
+def test_report_only_by_rollout_shows_stage_0_and_a_reason(pair: Pair) -> None:
+    pair.set_policy(REPORT_ONLY_2013, START)
+    for day in (0, 45, 95):
+        answer = pair.send(EX01, OLD, connector_client("t1"), START + day * DAY)
+        assert (answer.action, answer.stage, answer.reason) == ("accept", 0, True)
+    row = pair.report("t1", START + 95 * DAY)[EX01]
+    assert (row["stage"], row["throttle_minutes"], row["block_minutes"]) == (0, 0, 0)
+    assert row["applied_reason"] is True
+    assert row["scheduled_stage"] == 1  # the clock never started: enforcement never applied
+
+
+def test_switch_from_report_only_to_enforce_starts_at_stage_1(pair: Pair) -> None:
+    pair.set_policy(REPORT_ONLY_2013, START)
+    pair.send(EX01, OLD, connector_client("t1"), START)
+    pair.send(EX01, OLD, connector_client("t1"), START + 50 * DAY)
+    switch = START + 100 * DAY
+    pair.set_policy(Policy(), switch)
+    # before the first message under the new policy the report promises stage 1, not 8
+    assert pair.report("t1", switch)[EX01]["stage"] == 1
+    answer = pair.send(EX01, OLD, connector_client("t1"), switch + timedelta(hours=1))
+    assert (answer.action, answer.stage, answer.throttle_minutes, answer.block_minutes) == (
+        "accept",
+        1,
+        0,
+        0,
+    )
+    assert pair.report("t1", switch + 29 * DAY)[EX01]["stage"] == 1
+    assert pair.report("t1", switch + 31 * DAY)[EX01]["stage"] == 2
+
+
+def test_pause_added_and_ended_same_day_costs_one_day_until_budget(pair: Pair) -> None:
+    pair.send(EX01, OLD, connector_client("t1"), START)
+    budget = pair.model.policy.pause_budget_days
+    for n in range(budget):
+        now = START + n * DAY
+        for d in pair.each():
+            key = d.add_pause("t1", now.date(), min(30, budget - n), (), now)
+            d.end_pause(key, "t1", now + timedelta(hours=1))
+            assert d.charged_days("t1", now.year) == n + 1, d.name
+    refused_day = START + budget * DAY
+    for d in pair.each():
+        with pytest.raises(Refused):
+            d.add_pause("t1", refused_day.date(), 1, (), refused_day)
+        assert d.charged_days("t1", refused_day.year) == budget
+    # every one of those days was paused: the clock did not move
+    answer = pair.send(EX01, OLD, connector_client("t1"), refused_day)
+    assert (answer.action, answer.stage) == ("accept", 1)
+
+
+def test_forged_header_does_not_pre_age_the_real_server(pair: Pair) -> None:
+    forged = pair.send(EX01, OLD, forged_client(EX01), START)
+    assert (forged.action, forged.stage, forged.reason) == ("accept", 0, True)
+    assert pair.report("default", START)[EX01]["evidence"] == "unverified"
+    later = START + 120 * DAY
+    real = pair.send(EX01, OLD, connector_client("t1"), later)
+    assert (real.action, real.stage, real.scheduled_stage) == ("accept", 1, 1)
+    row = pair.report("t1", later)[EX01]
+    assert (row["stage"], row["evidence"], row["first_detected"]) == (1, "connector", later)
+    assert EX01 not in pair.report("default", later)  # unseen for 120 days: inactive

@@ -179,15 +179,22 @@ class Model:
         self.pauses: dict[int, PauseM] = {}
         self.overrides: dict[int, OverrideM] = {}
         self._next_id = 1
+        self._grades: dict[tuple[str, date, int], tuple[str | None, str, bool]] = {}
 
     # --- facts --------------------------------------------------------------------------
 
     def grade(self, build: str, now: datetime) -> tuple[str | None, str, bool]:
-        """(product, status, persistently vulnerable) of ``build`` on ``now``'s date."""
-        parsed = Build.parse(build)
-        assert parsed is not None, build
-        a = assess(parsed, now.date(), self.catalog, self.policy)
-        return a.product, a.status, a.persistently_vulnerable
+        """(product, status, persistently vulnerable) of ``build`` on ``now``'s date.
+
+        Memoised: ``assess`` is a pure function of the build, the day, the catalog and the
+        policy's ``max_patch_lag_days`` (the only policy number it reads)."""
+        key = (build, now.date(), self.policy.max_patch_lag_days)
+        if key not in self._grades:
+            parsed = Build.parse(build)
+            assert parsed is not None, build
+            a = assess(parsed, now.date(), self.catalog, self.policy)
+            self._grades[key] = (a.product, a.status, a.persistently_vulnerable)
+        return self._grades[key]
 
     def classify(self, client: Client) -> tuple[str, str]:
         """(tenant, connector type) of the connection."""

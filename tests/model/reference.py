@@ -3,9 +3,20 @@
 Why it exists: the application layer caches, batches and stores its state in SQL; this model
 does none of that.  It keeps plain dicts, dates and interval lists and recomputes everything
 from them on every question, so that each rule can be read off in a few lines and checked
-against the SPEC and the lead's interpretation decisions (``tests/model/README`` in the module
-docstring of :mod:`tests.model.test_machine`).  The Hypothesis state machine drives the real
-layer and this model side by side and compares what they say.
+against the SPEC and the lead's interpretation decisions.  The Hypothesis state machine
+(:mod:`tests.model.test_machine`) drives the real layer and this model side by side and compares
+what they say.
+
+Choices where the SPEC and the decisions leave room (the real layer may differ; then the
+machine reports it):
+
+* a record's evidence (and connector type) is that of the sighting that set its build: the
+  latest trusted one, else the latest one; a later unverified sighting only moves last-seen;
+* a paused interval that lies inside a forgiven remediation gap is not subtracted twice: the
+  effective age is the clock's span minus the *union* of gaps and pauses;
+* a report row is what a message with the record's build, evidence and connector type would
+  get now; for a clock stopped by remediation that is its stage when it stopped if a
+  regression now would resume it, else stage 1 (a regression now would start a new clock).
 
 Only the pure core helpers are borrowed: :func:`drossel.core.assessment.assess` (status and
 ``persistently_vulnerable`` of a build on a date; ``Build.parse`` only to call it),
@@ -33,7 +44,7 @@ DEFAULT_CONNECTOR_TYPE = "Default"
 
 
 class Refused(Exception):
-    """The model refuses a pause request (the real layer raises ``Conflict``/``Invalid``)."""
+    """The model refuses a request (the real layer raises an ``AppError``)."""
 
 
 def midnight(day: date) -> datetime:

@@ -426,16 +426,21 @@ class Model:
         self.pauses[key] = candidate
         return key
 
+    def is_over(self, key: int, now: datetime) -> bool:
+        """Ended (its last day is past) or cancelled (0 days): it cannot change any more."""
+        pause = self.pauses[key]
+        return pause.end <= now.date() or pause.end == pause.start
+
     def end_pause(self, key: int, now: datetime) -> None:
         pause = self.pauses[key]
         today = now.date()
-        if pause.end <= today:
+        if self.is_over(key, now):
             raise Refused("the pause is over")
         pause.end = today + DAY if pause.start <= today else pause.start
 
     def extend_pause(self, key: int, days: int, now: datetime) -> None:
         pause = self.pauses[key]
-        if days < 1 or pause.end <= now.date():
+        if days < 1 or self.is_over(key, now):
             raise Refused("only a pause that is not over can be extended, by a day or more")
         candidate = PauseM(pause.tenant, pause.start, pause.end + days * DAY, pause.servers)
         if not self._fits(candidate, replacing=key):

@@ -171,3 +171,13 @@ def test_forged_header_does_not_pre_age_the_real_server(pair: Pair) -> None:
     row = pair.report("t1", later)[EX01]
     assert (row["stage"], row["evidence"], row["first_detected"]) == (1, "connector", later)
     assert EX01 not in pair.report("default", later)  # unseen for 120 days: inactive
+
+
+def test_pause_across_new_year_within_each_years_budget(pair: Pair) -> None:
+    """The budget is per calendar year (SPEC §5, lead's decision): 31 days of 2026 and 69 of
+    2027 fit a 90-day budget in each year, so the 100-day pause is allowed."""
+    now = START.replace(month=12, day=1)
+    keys = [d.add_pause("t1", now.date(), 100, (), now) for d in pair.each()]
+    assert all(k is not None for k in keys)
+    for d in pair.each():
+        assert (d.charged_days("t1", 2026), d.charged_days("t1", 2027)) == (31, 69), d.name

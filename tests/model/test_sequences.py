@@ -26,6 +26,7 @@ from tests.model.world import (
     forged_client,
     open_driver,
     set_up_tenants,
+    verified_client,
 )
 
 KINDS = [
@@ -181,3 +182,29 @@ def test_pause_across_new_year_within_each_years_budget(pair: Pair) -> None:
     assert all(k is not None for k in keys)
     for d in pair.each():
         assert (d.charged_days("t1", 2026), d.charged_days("t1", 2027)) == (31, 69), d.name
+
+
+def test_pause_inside_a_forgiven_gap_is_not_subtracted_twice(pair: Pair) -> None:
+    """Effective age = the clock's span minus the *union* of forgiven gaps and pauses."""
+    pair.send(EX01, OLD, connector_client("t1"), START)
+    patched = START + 20 * DAY
+    pair.send(EX01, CURRENT, connector_client("t1"), patched)
+    for d in pair.each():
+        d.add_pause("t1", (patched + DAY).date(), 10, (), patched)
+    back = patched + 25 * DAY  # within the 30-day regression window: resumes at 20 days
+    assert pair.send(EX01, OLD, connector_client("t1"), back).scheduled_stage == 1
+    assert pair.report("t1", back + 10 * DAY)[EX01]["stage"] == 2  # 20 + 10 days
+
+
+def test_forged_sighting_does_not_lift_a_trusted_servers_enforcement(pair: Pair) -> None:
+    """A forged header naming a server that is verified in the default tenant is history only:
+    the server's mail is still enforced, and its report row says so."""
+    pair.send(EX01, OLD, verified_client(EX01), START)
+    later = START + 95 * DAY
+    forged = pair.send(EX01, OLD, forged_client(EX01), later)
+    assert (forged.stage, forged.reason) == (0, True)
+    real = pair.send(EX01, OLD, verified_client(EX01), later + timedelta(minutes=1))
+    assert (real.action, real.stage) == ("block", 8)
+    pair.send(EX01, OLD, forged_client(EX01), later + timedelta(minutes=2))
+    row = pair.report("default", later + timedelta(minutes=3))[EX01]
+    assert (row["stage"], row["block_minutes"], row["evidence"]) == (8, 60, "verified")

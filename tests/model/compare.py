@@ -45,3 +45,23 @@ def comparable_rows(
         for key in blank:
             row[key] = other[key] = None
     return got, want
+
+
+def describe_row_differences(
+    got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]
+) -> str:
+    """Field by field, what the real report says and what the model says."""
+    lines = []
+    for server in sorted(set(got) | set(want)):
+        if server not in got:
+            lines.append(f"{server}: missing from the real report (model: {want[server]})")
+        elif server not in want:
+            lines.append(f"{server}: in the real report only ({got[server]})")
+        else:
+            for key in want[server]:
+                if got[server].get(key) != want[server][key]:
+                    lines.append(
+                        f"{server}.{key}: real {got[server].get(key)!r}, "
+                        f"model {want[server][key]!r}"
+                    )
+    return "; ".join(lines)

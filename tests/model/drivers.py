@@ -10,13 +10,22 @@ report rows as dicts of the compared fields, refusals as :class:`~tests.model.re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
 from drossel.catalog_source import packaged_catalog
+from drossel.core.catalog import Catalog
 from drossel.core.policy import Policy
 from tests.model.reference import Answer, Client, Model, Refused
+
+
+@functools.cache
+def catalog() -> Catalog:
+    """The packaged catalog, parsed once (parsing it is most of an Enforcer's start-up)."""
+    return packaged_catalog()
+
 
 #: Fields of a report row compared between the model and the real layer.
 ROW_FIELDS = (
@@ -57,8 +66,8 @@ class ModelDriver:
 
     name = "model"
 
-    def __init__(self, policy: Policy | None = None) -> None:
-        self.model = Model(policy or Policy(), packaged_catalog())
+    def __init__(self, policy: Policy | None = None, align: frozenset[str] = frozenset()) -> None:
+        self.model = Model(policy or Policy(), catalog(), align)
 
     @property
     def policy(self) -> Policy:
@@ -148,7 +157,7 @@ def row_of(row: dict[str, Any]) -> dict[str, Any]:
         "block_minutes": row.get("block_minutes") or 0,
         "scheduled_stage": row.get("scheduled_stage") or 0,
         "applied_reason": bool(row.get("applied_reason")),
-        "paused": bool(row.get("paused")),
+        "paused": bool(row.get("paused_until")),  # a pause in force, whatever else applies
         "remediated": bool(row.get("remediated")),
     }
 
@@ -171,14 +180,14 @@ class RealDriver:
         self._enforcer_cls = Enforcer
         self.store = store
         self.config = config
-        self.catalog = packaged_catalog()
+        self.catalog = catalog()
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
         self._on_close = on_close
         self.services = Services(store, config)
         self.enforcer = self._fresh()
 
     def _fresh(self) -> Any:
-        return self._enforcer_cls(self.store, self.config, lambda: self.now)
+        return self._enforcer_cls(self.store, self.config, lambda: self.now, catalog=self.catalog)
 
     @property
     def policy(self) -> Policy:
@@ -187,8 +196,8 @@ class RealDriver:
     def _changed(self) -> None:
         self.enforcer.refresh()
 
-    def _call(self, now: datetime, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        self.now = now
+    def _call(self, at: datetime, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.now = at
         try:
             return fn(*args, **kwargs)
         except self._app_error as exc:

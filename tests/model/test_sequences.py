@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from drossel.core.policy import Policy
-from tests.model.compare import comparable_answers, comparable_rows
+from tests.model.compare import comparable_answers, comparable_rows, describe_row_differences
 from tests.model.drivers import ModelDriver, RealDriver
 from tests.model.reference import Answer, Refused
 from tests.model.world import (
@@ -61,7 +61,10 @@ class Pair:
     def report(self, tenant: str, now) -> dict:  # type: ignore[no-untyped-def,type-arg]
         got = self.sut.report(tenant, now)
         got_c, want_c = comparable_rows(got, self.model.report(tenant, now), self.model.policy)
-        assert got_c == want_c, f"{self.sut.name}: report of {tenant} at {now}"
+        assert got_c == want_c, (
+            f"{self.sut.name}: report of {tenant} at {now}: "
+            + describe_row_differences(got_c, want_c)
+        )
         return got
 
     def set_policy(self, policy: Policy, now) -> None:  # type: ignore[no-untyped-def]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from drossel.app.services import Services
 from drossel.config import Config
 from drossel.core.detection import parse_headers
+from drossel.core.policy import Policy
 from drossel.core.schedule import hour_offset
 from drossel.engine import ClientInfo, Enforcer
 from drossel.runtime import open_store
@@ -53,8 +55,9 @@ def test_steady_state_makes_no_database_round_trip(engine: Enforcer) -> None:
     statements: list[str] = []
     from sqlalchemy import event
 
-    event.listen(engine.store.engine, "before_cursor_execute",
-                 lambda *args: statements.append(args[2]))
+    event.listen(
+        engine.store.engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
     for _ in range(50):
         engine.process(HEADERS, CLIENT)
     assert statements == []
@@ -67,7 +70,9 @@ def test_verdicts_follow_the_clock_and_a_pause_elsewhere(engine: Enforcer) -> No
     clock.now = T0 + timedelta(days=95)
     assert engine.process(HEADERS, CLIENT).verdict.action == "block"
     # another process (the CLI) pauses the tenant; the engine sees it after refresh_seconds
-    engine.store.add_pause("default", clock.now.date(), 10, [], "test", clock.now, 90)
+    Services(engine.store, Policy()).add_pause(
+        "default", clock.now.date(), 10, [], "test", clock.now
+    )
     clock.now += timedelta(seconds=2)
     verdict = engine.process(HEADERS, CLIENT).verdict
     assert verdict.action == "accept" and verdict.paused

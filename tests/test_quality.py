@@ -24,15 +24,25 @@ def test_ruff_clean() -> None:
 
 def test_mypy_strict_on_core_and_milter() -> None:
     pytest.importorskip("mypy")
-    result = _run(sys.executable, "-m", "mypy", "--strict", "src/drossel/core",
-                  "src/drossel/milter")
+    result = _run(
+        sys.executable, "-m", "mypy", "--strict", "src/drossel/core", "src/drossel/milter"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_core_does_no_io() -> None:
     """The core is pure: no files, sockets, databases or clocks."""
-    forbidden = ("import socket", "import sqlalchemy", "open(", "datetime.now", "time.time",
-                 "import asyncio", "from drossel.storage", "from drossel.engine", "Path(")
+    forbidden = (
+        "import socket",
+        "import sqlalchemy",
+        "open(",
+        "datetime.now",
+        "time.time",
+        "import asyncio",
+        "from drossel.storage",
+        "from drossel.engine",
+        "Path(",
+    )
     for path in (ROOT / "src" / "drossel" / "core").glob("*.py"):
         text = path.read_text()
         for needle in forbidden:

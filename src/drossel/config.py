@@ -51,7 +51,9 @@ class MilterConfig(_Section):
     listen: str = "inet:127.0.0.1:8899"
     add_header: bool = True
     header_name: str = "X-Drossel"
-    early_refusal: bool = True
+    early_refusal: bool = False
+    """Ignored (kept so old configuration files load): refusing at RCPT before the headers
+    are read could refuse a server that has just been patched (SPEC §4)."""
     read_timeout: float = Field(default=30.0, gt=0)
     on_policy_error: Literal["continue", "tempfail"] = "continue"
 
@@ -69,7 +71,9 @@ class GatewayConfig(_Section):
     proxy_protocol_from: list[str] = Field(default_factory=list)
     tls_client_ca: str | None = None
     """CA bundle to verify client certificates; a verified name is matched to connectors."""
-    early_refusal: bool = True
+    early_refusal: bool = False
+    """Ignored (kept so old configuration files load): refusing at RCPT before the headers
+    are read could refuse a server that has just been patched (SPEC §4)."""
 
 
 class WebConfig(_Section):

@@ -23,12 +23,12 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from drossel.app.report import tenant_report
 from drossel.config import Config, GatewayConfig
 from drossel.core.build import Build
 from drossel.core.schedule import midnight
 from drossel.engine import Enforcer
 from drossel.gateway.server import start_gateway
-from drossel.report import tenant_report
 from drossel.runtime import build_enforcer
 
 #: Send hours and minute pattern: a few messages per server and day, spread over the hour so the

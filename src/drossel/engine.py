@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from drossel.app.records import Connector
+from drossel.app.storage import StateStore
 from drossel.catalog_source import SETTING_KEY, load_catalog, packaged_catalog
 from drossel.config import Clock, Config
 from drossel.core.assessment import Assessment, assess
@@ -47,7 +49,6 @@ from drossel.core.detection import DetectedServer, Detection, detect_in_headers
 from drossel.core.schedule import Pause
 from drossel.metrics import DB_ERRORS, DECISION_SECONDS, VERDICTS
 from drossel.storage.journal import Event, Journal
-from drossel.storage.store import Connector, Store
 
 log = logging.getLogger("drossel.decision")
 
@@ -78,7 +79,7 @@ class Outcome:
 class Enforcer:
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         config: Config,
         clock: Clock,
         catalog: Catalog | None = None,
@@ -110,7 +111,6 @@ class Enforcer:
         self._overrides: list[Override] = []
         self._refreshed_at: datetime | None = None
         self._state_key: Any = None
-        self._client_servers: dict[tuple[str, str], DetectedServer] = {}
         try:
             self.catalog = catalog or load_catalog(store)
         except Exception:
@@ -220,6 +220,7 @@ class Enforcer:
             client_name=client.name,
             helo=client.helo,
             tls_name=client.tls_name,
+            ptr=client.ptr,
         )
 
     # --- the per-message path -------------------------------------------------------------
@@ -264,7 +265,13 @@ class Enforcer:
         self._records[key] = stored.record if stored else None
         return self._records[key], True
 
-    def _write(self, record: ServerRecord, server: DetectedServer, now: datetime) -> ServerRecord:
+    def _write(
+        self,
+        record: ServerRecord,
+        server: DetectedServer,
+        facts: ConnectionFacts,
+        now: datetime,
+    ) -> ServerRecord:
         """Write a first detection / change now, or queue it while the database is away."""
         if not self._offline:
             try:
@@ -280,6 +287,14 @@ class Enforcer:
                 "product": server.product,
                 "evidence": server.evidence[:4000],
                 "now": now.isoformat(),
+                "facts": {
+                    "connector_type": facts.connector_type,
+                    "client_addr": facts.client_addr,
+                    "client_name": facts.client_name,
+                    "helo": facts.helo,
+                    "tls_name": facts.tls_name,
+                    "ptr": facts.ptr,
+                },
             }
         )
         return record
@@ -306,14 +321,10 @@ class Enforcer:
                 self._blind.add(key)
             new = _earliest(old, observe(old, facts, server, assessment, now, self.policy), now)
             if _needs_write(old, new):
-                new = self._write(new, server, now)
+                new = self._write(new, server, facts, now)
             elif new != old:
                 self._seen[key] = max(new.last_seen, self._seen.get(key, new.last_seen))
             self._records[key] = new
-            if client.addr and _client_is(client, server.server):
-                if len(self._client_servers) > 100_000:
-                    self._client_servers.clear()
-                self._client_servers[(facts.tenant, client.addr)] = server
             if key in self._blind and self.config.storage.fail_mode == "tempfail":
                 verdict = _deferred(server, assessment)
             else:
@@ -339,43 +350,6 @@ class Enforcer:
         )
         return Outcome(verdict, detection, facts)
 
-    def early_block(self, client: ClientInfo, now: datetime | None = None) -> Verdict | None:
-        """A block verdict for this client before its headers are known, or ``None``.
-
-        Only when the server last seen from this client address is fully blocked (a stage with
-        60 block minutes) under the current pauses and overrides: then refusing at RCPT saves
-        the transfer of the message and gives the same reply.  Memory only, no database.
-        """
-        now = now or self.clock()
-        with self._lock:
-            facts = self.classify(client)
-            server = self._client_servers.get((facts.tenant, client.addr or ""))
-            if server is None:
-                return None
-            record = self._records.get((facts.tenant, server.server))
-            if record is None:
-                return None
-            detection = Detection(hops=(), connecting=server, origin=server)
-            snapshot = Snapshot(record=record, pauses=self._pauses, overrides=self._overrides)
-            assessment = self.assessment(server.build, now.date())
-            verdict = decide(detection, facts, snapshot, now, self.policy, self.catalog, assessment)
-        if verdict.action == "block" and verdict.block_minutes >= 60:
-            with self._lock:
-                key = (facts.tenant, server.server, now.date(), "block")
-                self._counts[key] = self._counts.get(key, 0) + 1
-            VERDICTS.labels("block", server.product, str(verdict.stage or 0)).inc()
-            log.info(
-                "decision action=block server=%s build=%s stage=%s tenant=%s client=%s "
-                "reason='refused at RCPT: fully blocked'",
-                server.server,
-                server.build,
-                verdict.stage,
-                facts.tenant,
-                client.addr,
-            )
-            return verdict
-        return None
-
     # --- writing batched and queued state -------------------------------------------------
 
     def pending_events(self) -> int:
@@ -398,7 +372,7 @@ class Enforcer:
             if self.schema_unchecked:
                 from drossel.storage.migrate import check
 
-                check(self.store.engine)
+                check(self.store.engine)  # type: ignore[attr-defined]
                 self.schema_unchecked = False
             file_events = journal.read() if journal is not None and journal.exists() else []
             obs = [e for e in file_events if e.get("t") == "obs"] + pending
@@ -470,7 +444,7 @@ class Enforcer:
             now = datetime.fromisoformat(e["now"])
             server = DetectedServer(e["server"], build, e["product"], e.get("evidence", ""))
             assessment = self.assessment(build, now.date())
-            facts = ConnectionFacts(tenant=e["tenant"])
+            facts = ConnectionFacts(tenant=e["tenant"], **e.get("facts", {}))
             new = _earliest(old, observe(old, facts, server, assessment, now, self.policy), now)
             if old is None or new != old:
                 new = self.store.save_server(new, server.evidence, now).record
@@ -552,11 +526,3 @@ def _needs_write(old: ServerRecord | None, new: ServerRecord) -> bool:
     if old is None:
         return True
     return replace(old, last_seen=new.last_seen) != new
-
-
-def _client_is(client: ClientInfo, server: str) -> bool:
-    """Whether the SMTP client itself is the Exchange server named in the headers (by HELO or
-    reverse DNS name).  Only then may a later connection from that address be refused before
-    its headers are known: a relay in front of several servers must not inherit one's block."""
-    names = {n.lower().rstrip(".") for n in (client.helo, client.name) if n}
-    return server in names

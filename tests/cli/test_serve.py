@@ -31,7 +31,10 @@ def test_serve_starts_milter_and_web_and_prints_a_token(tmp_path: Path) -> None:
     env["COLUMNS"] = "200"
     process = subprocess.Popen(
         [sys.executable, "-m", "drossel.cli.main", "serve", "--config", str(config)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 30
@@ -56,7 +59,10 @@ def test_serve_starts_milter_and_web_and_prints_a_token(tmp_path: Path) -> None:
     # the printed token really logs in to the API
     process = subprocess.Popen(
         [sys.executable, "-m", "drossel.cli.main", "serve", "--config", str(config)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 30

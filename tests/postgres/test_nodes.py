@@ -15,7 +15,9 @@ import pytest
 from pg_nodes import T0, Node, drossel, started, wait_until, write_config
 from sqlalchemy import text
 
+from drossel.app.services import Services
 from drossel.core.decision import ServerRecord
+from drossel.core.policy import Policy
 from drossel.storage.store import Store
 
 pytestmark = pytest.mark.postgres
@@ -232,7 +234,7 @@ def test_pause_and_override_made_on_one_node_reach_every_node_within_a_second(
     # the web UI / API path: the Store of another process
     store = Store(pg_url)
     moment = T0 + timedelta(days=95)
-    store.end_pause(pause_id, "web", moment)
+    Services(store, Policy()).end_pause(pause_id, "web", moment)
     changed = time.monotonic()
     wait_until(all_say("reject"), timeout=3)
     assert time.monotonic() - changed < 1.0

@@ -7,7 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from drossel.app.services import Services
 from drossel.core.decision import ServerRecord
+from drossel.core.policy import Policy
 from drossel.core.schedule import budget_used
 from drossel.storage.store import Store, StoreError
 
@@ -103,33 +105,35 @@ def test_pause_budget_rules(store: Store) -> None:
     today = NOW.date()
     for bad, message in [(0, "at least 1"), (-1, "at least 1"), (91, "at most 90")]:
         with pytest.raises(StoreError, match=message):
-            store.add_pause("contoso", today, bad, [], "t", NOW, 90)
+            Services(store, Policy()).add_pause("contoso", today, bad, [], "t", NOW)
     with pytest.raises(StoreError, match="past"):
-        store.add_pause("contoso", today - timedelta(days=1), 5, [], "t", NOW, 90)
+        Services(store, Policy()).add_pause("contoso", today - timedelta(days=1), 5, [], "t", NOW)
     with pytest.raises(StoreError, match="unknown server"):
-        store.add_pause("contoso", today, 5, ["nope.example"], "t", NOW, 90)
-    first = store.add_pause("contoso", today, 20, [], "t", NOW, 90)  # 2026-11-23..12-13
+        Services(store, Policy()).add_pause("contoso", today, 5, ["nope.example"], "t", NOW)
+    first = Services(store, Policy()).add_pause(
+        "contoso", today, 20, [], "t", NOW
+    )  # 2026-11-23..12-13
     assert first.days == 20
     # 2026: 20 + 18 (12-14..12-31) = 38; 2027: 50 days
-    spanning = store.add_pause("contoso", date(2026, 12, 14), 68, [], "t", NOW, 90)
+    spanning = Services(store, Policy()).add_pause("contoso", date(2026, 12, 14), 68, [], "t", NOW)
     assert spanning.end == date(2027, 2, 20)
     with pytest.raises(StoreError, match="2027"):
-        store.add_pause("contoso", date(2027, 3, 1), 41, [], "t", NOW, 90)
-    store.add_pause("contoso", date(2027, 3, 1), 40, [], "t", NOW, 90)
+        Services(store, Policy()).add_pause("contoso", date(2027, 3, 1), 41, [], "t", NOW)
+    Services(store, Policy()).add_pause("contoso", date(2027, 3, 1), 40, [], "t", NOW)
 
 
 def test_ending_a_pause_early_gives_days_back(store: Store) -> None:
     store.add_tenant("contoso", [], "t", NOW)
     start = date(2027, 1, 5)
-    pause = store.add_pause("contoso", start, 90, [], "t", NOW, 90)
+    pause = Services(store, Policy()).add_pause("contoso", start, 90, [], "t", NOW)
     with pytest.raises(StoreError, match="budget exceeded for 2027"):
-        store.add_pause("contoso", start + timedelta(days=91), 1, [], "t", NOW, 90)
+        Services(store, Policy()).add_pause("contoso", start + timedelta(days=91), 1, [], "t", NOW)
     later = datetime(2027, 1, 15, 9, tzinfo=UTC)
-    ended = store.end_pause(pause.id or 0, "t", later)
+    ended = Services(store, Policy()).end_pause(pause.id or 0, "t", later)
     assert ended.days == 10 and ended.ended_early
-    store.add_pause("contoso", later.date(), 20, [], "t", later, 90)
+    Services(store, Policy()).add_pause("contoso", later.date(), 20, [], "t", later)
     with pytest.raises(StoreError, match="already ended"):
-        store.end_pause(pause.id or 0, "t", later)
+        Services(store, Policy()).end_pause(pause.id or 0, "t", later)
     actions = [e.action for e in store.list_audit("contoso")]
     assert actions.count("pause.add") == 2 and "pause.end" in actions
 
@@ -140,7 +144,7 @@ def test_concurrent_pauses_never_overspend(store: Store) -> None:
     def attempt(i: int) -> bool:
         try:
             start = date(2027, 1, 5) + timedelta(days=i * 10)
-            store.add_pause("contoso", start, 10, [], f"n{i}", NOW, 90)
+            Services(store, Policy()).add_pause("contoso", start, 10, [], f"n{i}", NOW)
             return True
         except StoreError:
             return False

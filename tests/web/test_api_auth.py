@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 from drossel_seed import ACTOR, Seeded, auth
 
+from drossel.app.services import Services
+from drossel.core.policy import Policy
+
 # (method, path, body, operator_only)
 TENANT_ENDPOINTS: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/tenants/{tenant}", None, False),
@@ -41,7 +44,7 @@ def _prepare(seeded: Seeded) -> dict[str, dict[str, int]]:
     ids: dict[str, dict[str, int]] = {}
     start = seeded.now.date() + timedelta(days=10)
     for tenant in ("contoso", "fabrikam"):
-        pause = seeded.store.add_pause(tenant, start, 5, [], ACTOR, seeded.now, 90)
+        pause = Services(seeded.store, Policy()).add_pause(tenant, start, 5, [], ACTOR, seeded.now)
         override = seeded.store.add_override(tenant, None, "test", None, ACTOR, seeded.now)
         assert pause.id and override.id
         ids[tenant] = {"pause": pause.id, "override": override.id}

@@ -12,10 +12,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from drossel.app.errors import AppError
+from drossel.app.report import pause_json
+from drossel.app.services import Services
 from drossel.catalog_source import install_catalog, load_catalog, packaged_catalog
 from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
 from drossel.core.assessment import assess
@@ -27,7 +31,7 @@ from drossel.core.policy import PolicyError
 from drossel.core.schedule import EnforcementClock, Pause, midnight, stage_at
 from drossel.runtime import open_store, setup_logging
 from drossel.storage.migrate import SchemaOutOfDate, upgrade
-from drossel.storage.store import CONNECTOR_TYPES, Store, StoreError
+from drossel.storage.store import CONNECTOR_TYPES, Store
 
 EXIT_ERROR = 2
 
@@ -55,6 +59,9 @@ class Context:
             return f"cli:{getpass.getuser()}"
         except (KeyError, OSError):
             return "cli"
+
+    def services(self) -> Services:
+        return Services(self.store(), self.config)
 
     def store(self) -> Store:
         if self._store is None:
@@ -171,6 +178,17 @@ def cmd_simulate(ctx: Context) -> int:
     return 0
 
 
+def _facts_for_evidence(facts: ConnectionFacts, evidence: str, server: str) -> ConnectionFacts:
+    """Connection facts that give ``evidence`` for ``server`` (``drossel check --evidence``)."""
+    if evidence == "connector":
+        if facts.connector_type == "Default":
+            return replace(facts, connector_type="OnPremises")
+        return facts
+    if evidence == "verified":
+        return replace(facts, connector_type="Default", client_name=server)
+    return replace(facts, connector_type="Default", helo=server, client_addr="192.0.2.1")
+
+
 def cmd_check(ctx: Context) -> int:
     """Whole pipeline once, without touching any state."""
     now = ctx.now
@@ -180,11 +198,12 @@ def cmd_check(ctx: Context) -> int:
     policy = ctx.config.policy
     catalog = _catalog(ctx)
     detection = detect(_read_input(ctx.args.file), policy.trusted_hosts)
-    facts = ConnectionFacts(tenant=ctx.args.tenant, connector_type=ctx.args.connector_type)
     assessment = None
     snapshot = Snapshot()
+    facts = ConnectionFacts(tenant=ctx.args.tenant, connector_type=ctx.args.connector_type)
     if detection.connecting is not None:
         server = detection.connecting
+        facts = _facts_for_evidence(facts, ctx.args.evidence, server.server)
         assessment = assess(server.build, now.date(), catalog, policy)
         first = observe(None, facts, server, assessment, first_seen, policy)
         record = observe(first, facts, server, assessment, now, policy)
@@ -244,7 +263,7 @@ def cmd_catalog_load(ctx: Context) -> int:
 
 
 def cmd_report(ctx: Context) -> int:
-    from drossel.report import pause_budget, tenant_report
+    from drossel.app.report import pause_budget, tenant_report
 
     store = ctx.store()
     rows = tenant_report(
@@ -294,7 +313,7 @@ def cmd_report(ctx: Context) -> int:
 
 
 def cmd_tenant_add(ctx: Context) -> int:
-    tenant = ctx.store().add_tenant(
+    tenant = ctx.services().add_tenant(
         ctx.args.name, ctx.args.contact or [], ctx.actor, ctx.now, ctx.args.display_name or ""
     )
     print(f"tenant {tenant.name} added")
@@ -311,7 +330,7 @@ def cmd_tenant_list(ctx: Context) -> int:
 
 
 def cmd_connector_add(ctx: Context) -> int:
-    connector = ctx.store().add_connector(
+    connector = ctx.services().add_connector(
         ctx.args.tenant,
         ctx.args.name,
         ctx.args.type,
@@ -348,54 +367,49 @@ def cmd_connector_list(ctx: Context) -> int:
     return 0
 
 
-def _pause_json(p: Pause) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "tenant": p.tenant,
-        "start": p.start.isoformat(),
-        "end": p.end.isoformat(),
-        "days": p.days,
-        "servers": list(p.servers) or "all",
-        "ended_early": p.ended_early,
-    }
-
-
 def cmd_pause_add(ctx: Context) -> int:
     start = date.fromisoformat(ctx.args.start) if ctx.args.start else ctx.now.date()
-    pause = ctx.store().add_pause(
-        ctx.args.tenant,
-        start,
-        ctx.args.days,
-        ctx.args.server or [],
-        ctx.actor,
-        ctx.now,
-        ctx.config.policy.pause_budget_days,
+    pause = ctx.services().add_pause(
+        ctx.args.tenant, start, ctx.args.days, ctx.args.server or [], ctx.actor, ctx.now
     )
     if ctx.args.json:
-        emit(_pause_json(pause))
+        emit(pause_json(pause, ctx.now))
     else:
         print(f"pause {pause.id} for {pause.tenant}: {pause.start} until {pause.end}")
     return 0
 
 
 def cmd_pause_list(ctx: Context) -> int:
-    pauses = [_pause_json(p) for p in ctx.store().list_pauses(ctx.args.tenant)]
+    pauses = [pause_json(p, ctx.now) for p in ctx.store().list_pauses(ctx.args.tenant)]
     if ctx.args.json:
         emit(pauses)
     else:
-        table([tuple(p.values()) for p in pauses], list(pauses[0]) if pauses else ["none"])
+        columns = ["id", "tenant", "start", "end", "charged_days", "servers", "state"]
+        table([tuple(str(p[c]) for c in columns) for p in pauses], columns)
     return 0
 
 
 def cmd_pause_end(ctx: Context) -> int:
-    pause = ctx.store().end_pause(ctx.args.id, ctx.actor, ctx.now)
-    print(f"pause {pause.id} ended; it now runs {pause.start} until {pause.end}")
+    pause = ctx.services().end_pause(ctx.args.id, ctx.actor, ctx.now)
+    print(
+        f"pause {pause.id} ended; it now runs {pause.start} until {pause.end} "
+        f"({pause.days} days charged)"
+    )
+    return 0
+
+
+def cmd_pause_extend(ctx: Context) -> int:
+    pause = ctx.services().extend_pause(ctx.args.id, ctx.args.days, ctx.actor, ctx.now)
+    if ctx.args.json:
+        emit(pause_json(pause, ctx.now))
+    else:
+        print(f"pause {pause.id} now runs {pause.start} until {pause.end}")
     return 0
 
 
 def cmd_override_add(ctx: Context) -> int:
     expires = parse_moment(ctx.args.expires) if ctx.args.expires else None
-    override = ctx.store().add_override(
+    override = ctx.services().add_override(
         ctx.args.tenant, ctx.args.server, ctx.args.reason, expires, ctx.actor, ctx.now
     )
     print(f"override {override.id} added")
@@ -421,7 +435,7 @@ def cmd_override_list(ctx: Context) -> int:
 
 
 def cmd_override_remove(ctx: Context) -> int:
-    ctx.store().remove_override(ctx.args.id, ctx.actor, ctx.now)
+    ctx.services().remove_override(ctx.args.id, ctx.actor, ctx.now)
     print(f"override {ctx.args.id} removed")
     return 0
 
@@ -513,7 +527,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="message or header file, - for stdin")
     p.add_argument("--first-seen", help="when the server was first detected (default: --at)")
     p.add_argument("--tenant", default="default")
-    p.add_argument("--connector-type", default="Default", choices=["Default", *CONNECTOR_TYPES])
+    p.add_argument(
+        "--connector-type",
+        default="OnPremises",
+        choices=["Default", *CONNECTOR_TYPES],
+        help="connector type the message came through (default: an OnPremises connector)",
+    )
+    p.add_argument(
+        "--evidence",
+        default="connector",
+        choices=["connector", "verified", "unverified"],
+        help="how the server is tied to the client (SPEC §3); verified and unverified "
+        "mean mail matching no connector",
+    )
 
     catalog = sub.add_parser("catalog", help="list, search or update the Exchange catalog")
     _common(catalog)
@@ -572,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant")
     p = command("end", cmd_pause_end, "end a pause today", json_flag=False, parent=pause)
     p.add_argument("id", type=int)
+    p = command("extend", cmd_pause_extend, "add days to a pause", parent=pause)
+    p.add_argument("id", type=int)
+    p.add_argument("--days", type=int, required=True)
 
     override = sub.add_parser("override", help="manage allow-overrides").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
@@ -623,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = Context(args)
         return int(args.handler(ctx))
-    except (CliError, ConfigError, PolicyError, CatalogError, StoreError, SchemaOutOfDate) as exc:
+    except (CliError, ConfigError, PolicyError, CatalogError, AppError, SchemaOutOfDate) as exc:
         print(f"drossel: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

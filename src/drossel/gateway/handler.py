@@ -224,15 +224,6 @@ class GatewayHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
             return TOO_MANY_RECIPIENTS
-        if self.early_refusal:
-            try:
-                verdict = self.enforcer.early_block(self.client_info(session))
-            except Exception:
-                log.exception("early verdict failed; deciding at end of data")
-                verdict = None
-            reply = verdict_reply(verdict) if verdict is not None else None
-            if reply is not None:
-                return reply
         hop = self._hops.get(session)
         if hop is None or not hop.in_transaction:
             return NEXT_HOP_DOWN

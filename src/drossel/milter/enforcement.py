@@ -46,10 +46,9 @@ class EnforcementPolicy:
         self.config = config
 
     async def on_recipient(self, ctx: MessageContext) -> MilterVerdict:
-        if not self.config.early_refusal:
-            return CONTINUE_VERDICT
-        verdict = self.enforcer.early_block(client_info(ctx))
-        return CONTINUE_VERDICT if verdict is None else to_milter(verdict)
+        # No refusal before the headers are read: a patched server must be accepted on the
+        # first message it sends with its new build (SPEC §4), and only the headers show it.
+        return CONTINUE_VERDICT
 
     async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
         outcome = self.enforcer.process(ctx.headers, client_info(ctx))

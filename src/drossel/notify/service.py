@@ -12,12 +12,13 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from drossel.app.errors import AppError
+from drossel.app.report import pause_budget, server_report
 from drossel.config import Clock, Config, NotifyConfig
 from drossel.core.catalog import Catalog
 from drossel.core.schedule import DAY
 from drossel.metrics import NOTIFICATIONS
-from drossel.report import pause_budget, server_report
-from drossel.storage.store import Store, StoreError
+from drossel.storage.store import Store
 from drossel.web import queries
 from drossel.web.views import day_of, stage_rates
 
@@ -222,7 +223,7 @@ def _deliver(
     """Send one claimed notification; record the outcome.  The recipients, or ``None``."""
     try:
         contacts = list(store.get_tenant(tenant).contacts)
-    except StoreError:
+    except AppError:
         return None
     if not contacts:
         return None

@@ -67,6 +67,11 @@ servers = Table(
     Column("clock_credit_seconds", Integer, nullable=False, default=0),
     Column("remediated_at", DateTime, nullable=True),
     Column("evidence", Text, nullable=False, default=""),
+    # how the latest sighting was tied to its client (SPEC §3) and the client it came through
+    Column("connector_type", String(20), nullable=False, default="Default"),
+    Column("evidence_kind", String(12), nullable=False, default="connector"),
+    Column("via", String(255), nullable=True),
+    Column("trusted", Boolean, nullable=False, default=True),
     UniqueConstraint("tenant_id", "fqdn"),
 )
 

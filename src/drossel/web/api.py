@@ -7,14 +7,14 @@ Operator-only changes answer 403 to a tenant admin.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from drossel.app.errors import AppError, http_status
 from drossel.core.catalog import Catalog
-from drossel.storage.store import StoreError
 from drossel.web.auth import Principal, bearer_principal
 from drossel.web.common import (
     WebContext,
@@ -122,13 +122,9 @@ Who = Annotated[Principal, Depends(api_principal)]
 router = APIRouter(prefix="/api/v1", tags=["drossel"])
 
 
-def refused(exc: StoreError) -> HTTPException:
-    text = str(exc)
-    if text.startswith(("unknown pause", "unknown override", "unknown tenant")):
-        return HTTPException(404, text)
-    if "budget exceeded" in text or "exists already" in text or "already" in text:
-        return HTTPException(409, text)
-    return HTTPException(400, text)
+def refused(exc: AppError) -> HTTPException:
+    """The HTTP answer to a refusal of the application layer: the status follows its type."""
+    return HTTPException(http_status(exc), str(exc))
 
 
 @router.get("/me", summary="who the token belongs to")
@@ -148,10 +144,10 @@ def list_tenants(ctx: Ctx, who: Who) -> list[dict[str, Any]]:
 def add_tenant(body: TenantIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_operator(who)
     try:
-        tenant = ctx.store.add_tenant(
+        tenant = ctx.services.add_tenant(
             body.name, body.contacts, who.actor, ctx.now(), body.display_name.strip()
         )
-    except StoreError as exc:
+    except AppError as exc:
         raise refused(exc) from None
     return tenant_json(tenant)
 
@@ -169,8 +165,8 @@ def add_contact(tenant: TenantPath, body: ContactIn, ctx: Ctx, who: Who) -> dict
     require_tenant(ctx, who, tenant)
     require_operator(who)
     try:
-        ctx.store.add_contact(tenant, body.email, who.actor, ctx.now())
-    except StoreError as exc:
+        ctx.services.add_contact(tenant, body.email, who.actor, ctx.now())
+    except AppError as exc:
         raise refused(exc) from None
     return tenant_json(ctx.store.get_tenant(tenant))
 
@@ -222,26 +218,14 @@ def get_budget(tenant: TenantPath, ctx: Ctx, who: Who) -> dict[str, Any]:
     return budget_json(ctx, tenant)
 
 
-def _check_pause(ctx: WebContext, days: int, start: date) -> None:
-    if days > ctx.budget_days:
-        raise HTTPException(422, f"a pause can last at most {ctx.budget_days} days")
-    if start < ctx.now().date():
-        raise HTTPException(422, "a pause cannot start in the past")
-    if start > ctx.now().date() + timedelta(days=366):
-        raise HTTPException(422, "a pause can start at most one year ahead")
-
-
 @router.post("/tenants/{tenant}/pauses", status_code=201, summary="pause throttling and blocking")
 def add_pause(tenant: TenantPath, body: PauseIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_tenant(ctx, who, tenant)
     now = ctx.now()
     start = body.start or now.date()
-    _check_pause(ctx, body.days, start)
     try:
-        pause = ctx.store.add_pause(
-            tenant, start, body.days, body.servers, who.actor, now, ctx.budget_days
-        )
-    except StoreError as exc:
+        pause = ctx.services.add_pause(tenant, start, body.days, body.servers, who.actor, now)
+    except AppError as exc:
         raise refused(exc) from None
     return {**pause_json(pause, now), "budget": budget_json(ctx, tenant)}
 
@@ -259,8 +243,8 @@ def end_pause(tenant: TenantPath, pause_id: IdPath, ctx: Ctx, who: Who) -> dict[
     _own_pause(ctx, tenant, pause_id)
     now = ctx.now()
     try:
-        pause = ctx.store.end_pause(pause_id, who.actor, now, tenant=tenant)
-    except StoreError as exc:
+        pause = ctx.services.end_pause(pause_id, who.actor, now, tenant=tenant)
+    except AppError as exc:
         raise refused(exc) from None
     return {**pause_json(pause, now), "budget": budget_json(ctx, tenant)}
 
@@ -268,22 +252,17 @@ def end_pause(tenant: TenantPath, pause_id: IdPath, ctx: Ctx, who: Who) -> dict[
 @router.post(
     "/tenants/{tenant}/pauses/{pause_id}/extend",
     status_code=201,
-    summary="extend a pause: a new pause for the same servers from its end",
+    summary="extend a pause: more days at its end, within the budget",
 )
 def extend_pause(
     tenant: TenantPath, pause_id: IdPath, body: ExtendIn, ctx: Ctx, who: Who
 ) -> dict[str, Any]:
     require_tenant(ctx, who, tenant)
-    old = _own_pause(ctx, tenant, pause_id)
+    _own_pause(ctx, tenant, pause_id)
     now = ctx.now()
-    if old.end <= now.date():
-        raise HTTPException(409, f"pause {pause_id} has already ended; create a new one")
-    _check_pause(ctx, body.days, old.end)
     try:
-        pause = ctx.store.add_pause(
-            tenant, old.end, body.days, old.servers, who.actor, now, ctx.budget_days
-        )
-    except StoreError as exc:
+        pause = ctx.services.extend_pause(pause_id, body.days, who.actor, now, tenant=tenant)
+    except AppError as exc:
         raise refused(exc) from None
     return {**pause_json(pause, now), "budget": budget_json(ctx, tenant)}
 
@@ -316,10 +295,10 @@ def add_override(body: OverrideIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     except (OverflowError, ValueError):
         raise HTTPException(422, "expires is out of range") from None
     try:
-        override = ctx.store.add_override(
+        override = ctx.services.add_override(
             body.tenant, body.server, body.reason, expires, who.actor, ctx.now()
         )
-    except StoreError as exc:
+    except AppError as exc:
         raise refused(exc) from None
     return override_json(override)
 
@@ -328,8 +307,8 @@ def add_override(body: OverrideIn, ctx: Ctx, who: Who) -> dict[str, Any]:
 def remove_override(override_id: IdPath, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_operator(who)
     try:
-        ctx.store.remove_override(override_id, who.actor, ctx.now())
-    except StoreError as exc:
+        ctx.services.remove_override(override_id, who.actor, ctx.now())
+    except AppError as exc:
         raise refused(exc) from None
     return {"removed": override_id}
 
@@ -344,10 +323,10 @@ def add_connector(body: ConnectorIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_operator(who)
     require_tenant(ctx, who, body.tenant)
     try:
-        connector = ctx.store.add_connector(
+        connector = ctx.services.add_connector(
             body.tenant, body.name, body.type, body.ip_ranges, body.tls_name, who.actor, ctx.now()
         )
-    except StoreError as exc:
+    except AppError as exc:
         raise refused(exc) from None
     return connector_json(connector)
 

@@ -17,10 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from drossel import __version__
+from drossel.app.errors import AppError, http_status
 from drossel.config import Clock, Config, WebConfig
 from drossel.core.catalog import Catalog
 from drossel.metrics import SERVERS_BY_STATUS
-from drossel.storage.store import Store, StoreError
+from drossel.storage.store import Store
 from drossel.web import api, pages
 from drossel.web.common import WebContext
 from drossel.web.queries import server_status_counts
@@ -85,11 +86,12 @@ def create_app(
             )
         return _error_page(request, exc.status_code, str(exc.detail))
 
-    @app.exception_handler(StoreError)
-    async def refused(request: Request, exc: StoreError) -> Response:
+    @app.exception_handler(AppError)
+    async def refused(request: Request, exc: AppError) -> Response:
+        status = http_status(exc)
         if is_api(request):
-            return JSONResponse({"detail": str(exc)}, status_code=400)
-        return _error_page(request, 400, str(exc))
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return _error_page(request, status, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

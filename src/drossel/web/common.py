@@ -9,12 +9,12 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from drossel.app.report import pause_budget, pause_json, server_report, tenant_report
+from drossel.app.services import Services
 from drossel.catalog_source import load_catalog
 from drossel.config import Clock, Config
 from drossel.core.catalog import Catalog
 from drossel.core.decision import Override, relevant_pauses
-from drossel.core.schedule import Pause
-from drossel.report import pause_budget, server_report, tenant_report
 from drossel.storage.store import AuditEntry, Connector, Store, StoredServer, Tenant
 from drossel.web.auth import LoginLimiter, Principal, Sessions
 from drossel.web.queries import session_secret, tenant_exists
@@ -47,6 +47,10 @@ class WebContext:
 
     def now(self) -> datetime:
         return self.clock()
+
+    @property
+    def services(self) -> Services:
+        return Services(self.store, self.config)
 
     def catalog(self) -> Catalog:
         return self.fixed_catalog or load_catalog(self.store)
@@ -95,22 +99,6 @@ def connector_json(c: Connector) -> dict[str, Any]:
         "type": c.type,
         "ip_ranges": list(c.ip_ranges),
         "tls_name": c.tls_name,
-    }
-
-
-def pause_json(p: Pause, now: datetime) -> dict[str, Any]:
-    today = now.date()
-    state = "ended" if p.end <= today else ("active" if p.start <= today else "planned")
-    return {
-        "id": p.id,
-        "tenant": p.tenant,
-        "start": p.start.isoformat(),
-        "end": p.end.isoformat(),
-        "days": p.days,
-        "servers": list(p.servers),
-        "all_servers": not p.servers,
-        "ended_early": p.ended_early,
-        "state": state,
     }
 
 

@@ -166,10 +166,9 @@ class RealDriver:
     """The real application layer over ``store`` (a restart is a fresh Enforcer)."""
 
     def __init__(self, name: str, store: Any, config: Any, on_close: Callable[[], None]) -> None:
+        from drossel.app.errors import AppError
         from drossel.app.report import report_rows
         from drossel.app.services import Services
-
-        from drossel.app.errors import AppError
         from drossel.engine import ClientInfo, Enforcer
 
         self.name = name
@@ -282,6 +281,18 @@ class RealDriver:
         self.now = now
         self.enforcer.shutdown()
         self.enforcer = self._fresh()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Also run ``callback`` when the driver is closed (after what is there already)."""
+        first = self._on_close
+
+        def both() -> None:
+            try:
+                first()
+            finally:
+                callback()
+
+        self._on_close = both
 
     def close(self) -> None:
         try:

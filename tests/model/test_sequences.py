@@ -17,7 +17,7 @@ import pytest
 from drossel.core.policy import Policy
 from tests.model.compare import comparable_answers, comparable_rows, describe_row_differences
 from tests.model.drivers import ModelDriver, RealDriver
-from tests.model.reference import Answer, Refused
+from tests.model.reference import KNOWN_DIFFERENCES, Answer, Refused
 from tests.model.world import (
     CURRENT,
     OLD,
@@ -75,8 +75,29 @@ class Pair:
 @pytest.fixture(params=KINDS)
 def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
     p = Pair(request.param, None, tmp_path)
+    marker = request.node.get_closest_marker("known_difference")
+    if marker is not None and request.param != "model":
+        # the real layer is known to differ here (reported); strict: a fix shows as XPASS
+        # and then this marker and the model's alignment (KNOWN_DIFFERENCES) must go
+        name = marker.args[0]
+        reason = KNOWN_DIFFERENCES.get(name) or SERVICE_DIFFERENCES[name]
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{name}: {reason}"))
     yield p
     p.sut.close()
+
+
+#: Known differences in what the services accept (the state machine avoids these requests).
+SERVICE_DIFFERENCES = {
+    "pause-length-capped": "one pause may not last longer than the yearly budget, even across "
+    "New Year where each year's share fits the budget",
+    "end-on-last-day-refused": "ending a pause on its last day (a 1-day pause on its day) is "
+    "refused as a conflict instead of being accepted as ending it today",
+}
+
+
+def known_difference(name: str) -> pytest.MarkDecorator:
+    assert name in KNOWN_DIFFERENCES or name in SERVICE_DIFFERENCES, name
+    return pytest.mark.known_difference(name)
 
 
 def at_minute(moment, minute: int):  # type: ignore[no-untyped-def]
@@ -151,9 +172,11 @@ def test_pause_added_and_ended_same_day_costs_one_day_until_budget(pair: Pair) -
     budget = pair.model.policy.pause_budget_days
     for n in range(budget):
         now = START + n * DAY
+        days = min(30, budget - n)
         for d in pair.each():
-            key = d.add_pause("t1", now.date(), min(30, budget - n), (), now)
-            d.end_pause(key, "t1", now + timedelta(hours=1))
+            key = d.add_pause("t1", now.date(), days, (), now)
+            if days > 1:  # ending a 1-day pause on its day changes nothing: see below
+                d.end_pause(key, "t1", now + timedelta(hours=1))
             assert d.charged_days("t1", now.year) == n + 1, d.name
     refused_day = START + budget * DAY
     for d in pair.each():
@@ -177,6 +200,16 @@ def test_forged_header_does_not_pre_age_the_real_server(pair: Pair) -> None:
     assert EX01 not in pair.report("default", later)  # unseen for 120 days: inactive
 
 
+@known_difference("end-on-last-day-refused")
+def test_one_day_pause_ended_on_its_day_is_accepted(pair: Pair) -> None:
+    """SPEC §5: a pause started and ended on the same day costs one day (ending it is fine)."""
+    for d in pair.each():
+        key = d.add_pause("t1", START.date(), 1, (), START)
+        d.end_pause(key, "t1", START + timedelta(hours=1))
+        assert d.charged_days("t1", 2026) == 1, d.name
+
+
+@known_difference("pause-length-capped")
 def test_pause_across_new_year_within_each_years_budget(pair: Pair) -> None:
     """The budget is per calendar year (SPEC §5, lead's decision): 31 days of 2026 and 69 of
     2027 fit a 90-day budget in each year, so the 100-day pause is allowed."""
@@ -187,6 +220,7 @@ def test_pause_across_new_year_within_each_years_budget(pair: Pair) -> None:
         assert (d.charged_days("t1", 2026), d.charged_days("t1", 2027)) == (31, 69), d.name
 
 
+@known_difference("pauses-summed")
 def test_pause_inside_a_forgiven_gap_is_not_subtracted_twice(pair: Pair) -> None:
     """Effective age = the clock's span minus the *union* of forgiven gaps and pauses."""
     pair.send(EX01, OLD, connector_client("t1"), START)
@@ -199,6 +233,7 @@ def test_pause_inside_a_forgiven_gap_is_not_subtracted_twice(pair: Pair) -> None
     assert pair.report("t1", back + 10 * DAY)[EX01]["stage"] == 2  # 20 + 10 days
 
 
+@known_difference("latest-evidence")
 def test_forged_sighting_does_not_lift_a_trusted_servers_enforcement(pair: Pair) -> None:
     """A forged header naming a server that is verified in the default tenant is history only:
     the server's mail is still enforced, and its report row says so."""
@@ -211,3 +246,19 @@ def test_forged_sighting_does_not_lift_a_trusted_servers_enforcement(pair: Pair)
     pair.send(EX01, OLD, forged_client(EX01), later + timedelta(minutes=2))
     row = pair.report("default", later + timedelta(minutes=3))[EX01]
     assert (row["stage"], row["block_minutes"], row["evidence"]) == (8, 60, "verified")
+
+
+@known_difference("pauses-summed")
+def test_overlapping_pauses_hold_the_clock_once(pair: Pair) -> None:
+    """A tenant-wide and a per-server pause over the same ten days pause the server ten days
+    (both are charged to the budget, but the clock stands still only once)."""
+    pair.send(EX01, OLD, connector_client("t1"), START)
+    for d in pair.each():
+        d.add_pause("t1", START.date(), 10, (), START)
+        d.add_pause("t1", START.date(), 10, (EX01,), START)
+        assert d.charged_days("t1", 2026) == 20, d.name
+    # 35 days on the calendar, 10 of them paused (from 10:00 on day 0: 9 days 14 hours)
+    answer = pair.send(EX01, OLD, connector_client("t1"), START + 35 * DAY)
+    assert answer.scheduled_stage == 1  # 25 days and 10 hours on the clock
+    answer = pair.send(EX01, OLD, connector_client("t1"), START + 40 * DAY)
+    assert answer.scheduled_stage == 2  # 30 days and 10 hours

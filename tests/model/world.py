@@ -8,17 +8,20 @@ like a story ("t1's ex01 sends Exchange 2013 via its connector") and shrinks wel
 from __future__ import annotations
 
 import itertools
+import shutil
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import pytest
-
+from drossel.app.memory import MemoryStore
+from drossel.config import Config
 from drossel.core.policy import Policy
+from drossel.storage.migrate import upgrade
+from drossel.storage.store import Store
 from tests.model.drivers import ModelDriver, RealDriver
 from tests.model.reference import Client
+from tests.pg import ADMIN_URL, _connect_admin, postgres_database
 
 START = datetime(2026, 9, 1, 10, 0, tzinfo=UTC)
 
@@ -70,42 +73,87 @@ def forged_client(server: str) -> Client:
     return Client(addr=OUTSIDE_ADDR, helo=server, ptr=RELAY)
 
 
-_counter = itertools.count()
+class Installations:
+    """Fresh installations of one kind, cheaply: the schema is migrated once into a template
+    (an SQLite file that is copied, a PostgreSQL template database) and every installation
+    starts from a copy of it.  Close it to remove the template."""
+
+    def __init__(self, kind: str, workdir: Path | None = None) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        self._template: str | None = None
+        self._count = itertools.count()
+        self._stack = ExitStack()
+
+    def _sqlite_template(self) -> Path:
+        assert self.workdir is not None, "SQLite needs a working directory"
+        path = self.workdir / "template.db"
+        if self._template is None:
+            store = Store(f"sqlite:///{path}")
+            upgrade(store.engine)
+            store.dispose()
+            self._template = str(path)
+        return path
+
+    def _postgres_template(self) -> str:
+        if self._template is None:
+            name = f"drossel_model_tmpl_{uuid.uuid4().hex[:10]}"
+            url = self._stack.enter_context(postgres_database(name))
+            store = Store(url)
+            upgrade(store.engine)
+            store.dispose()
+            self._template = name
+        return self._template
+
+    def open(self, policy: Policy | None = None) -> ModelDriver | RealDriver:
+        """A fresh installation with ``policy`` (the default policy if ``None``)."""
+        if self.kind == "model":
+            return ModelDriver(policy)
+        config = Config().model_copy(update={"policy": policy or Policy()})
+        if self.kind == "memory":
+            return RealDriver("memory", MemoryStore(), config, lambda: None)
+        stack = ExitStack()
+        if self.kind == "sqlite":
+            template = self._sqlite_template()
+            assert self.workdir is not None
+            path = self.workdir / f"model-{next(self._count)}.db"
+            shutil.copyfile(template, path)
+            url = f"sqlite:///{path}"
+            stack.callback(path.unlink, missing_ok=True)
+        elif self.kind == "postgres":
+            template = self._postgres_template()
+            name = f"drossel_model_{uuid.uuid4().hex[:12]}"
+            with _connect_admin() as conn:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            stack.callback(_drop_database, name)
+            url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        else:
+            raise ValueError(f"unknown kind of installation: {self.kind}")
+        store = Store(url)
+        stack.callback(store.dispose)
+        return RealDriver(self.kind, store, config, stack.close)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _drop_database(name: str) -> None:
+    with _connect_admin() as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def open_driver(
     kind: str, policy: Policy | None, workdir: Path | None = None
 ) -> ModelDriver | RealDriver:
-    """A fresh installation of ``kind``: model, memory, sqlite or postgres."""
-    if kind == "model":
-        return ModelDriver(policy)
-    pytest.importorskip(
-        "drossel.app.services", reason="the application layer is not on this branch yet"
-    )
-    from drossel.config import Config
-
-    config = Config().model_copy(update={"policy": policy or Policy()})
-    stack = ExitStack()
-    store: Any
-    if kind == "memory":
-        from drossel.app.memory import MemoryStore
-
-        store = MemoryStore()
-    else:
-        from drossel.storage.migrate import upgrade
-        from drossel.storage.store import Store
-
-        if kind == "sqlite":
-            assert workdir is not None
-            url = f"sqlite:///{workdir / f'model-{next(_counter)}.db'}"
-        else:
-            from tests.pg import postgres_database
-
-            url = stack.enter_context(postgres_database(f"drossel_model_{uuid.uuid4().hex[:12]}"))
-        store = Store(url)
-        stack.callback(store.dispose)
-        upgrade(store.engine)
-    driver = RealDriver(kind, store, config, stack.close)
+    """One fresh installation of ``kind`` (model, memory, sqlite or postgres); closing the
+    driver removes it."""
+    installations = Installations(kind, workdir)
+    driver = installations.open(policy)
+    if isinstance(driver, RealDriver):
+        driver.on_close(installations.close)
     return driver
 
 

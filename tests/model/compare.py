@@ -8,6 +8,9 @@ reader can see exactly what is and is not checked:
   and whether a reason is given are not pinned, so they are not compared (nor in the report);
 * an ``applied_reason`` is pinned only for a persistently vulnerable server (scheduled stage
   > 0): its presence is compared there, and left out for servers that are not vulnerable;
+* ``remediated`` of a report row is pinned only while the server's build is not vulnerable:
+  for a vulnerable one the row describes the next message, which may resume or restart a
+  stopped clock, and whether the row then still says "remediated" is not pinned;
 * the reason's text is never compared.
 """
 
@@ -39,9 +42,11 @@ def comparable_rows(
         other = got.get(server)
         if other is None:
             continue
-        blank = ("applied_reason",) if row["scheduled_stage"] == 0 else ()
+        blank: tuple[str, ...] = ("applied_reason",) if row["scheduled_stage"] == 0 else ()
+        if row["scheduled_stage"] != 0:
+            blank = ("remediated",)
         if policy.mode == "off":
-            blank = ("applied_reason", "scheduled_stage")
+            blank = ("applied_reason", "scheduled_stage", "remediated")
         for key in blank:
             row[key] = other[key] = None
     return got, want

@@ -192,6 +192,8 @@ KNOWN_DIFFERENCES = {
     "a trusted record: one forged header makes the report show nothing applied",
     "pauses-summed": "overlapping pauses, and pauses inside a forgiven remediation gap, are "
     "subtracted from the clock once each instead of once in all",
+    "stopped-clock-stage-1": "an unverified message naming a server whose clock is stopped by "
+    "remediation shows scheduled stage 1, not the stage the server would resume at",
 }
 
 
@@ -266,10 +268,14 @@ class Model:
 
     # --- the clock ----------------------------------------------------------------------
 
-    def scheduled_stage(self, record: Record | None, now: datetime) -> int:
-        """The schedule's stage of a vulnerable server at ``now`` (1 without a clock)."""
+    def scheduled_stage(self, record: Record | None, now: datetime, moving: bool = True) -> int:
+        """The schedule's stage of a vulnerable server at ``now`` (1 without a clock).
+
+        ``moving``: the sighting in question is trusted (so it would resume a stopped clock)."""
         clock = record.clock if record else None
         if clock is None or record is None:
+            return 1
+        if not moving and clock.remediated_at is not None and "stopped-clock-stage-1" in self.align:
             return 1
         window = timedelta(days=self.policy.regression_window_days)
         holes = list(clock.gaps)
@@ -366,7 +372,7 @@ class Model:
         p = self.policy
         if not vulnerable:
             return ACCEPT_NOTHING
-        scheduled = self.scheduled_stage(record, now)
+        scheduled = self.scheduled_stage(record, now, moving=self.trusted(evidence))
         not_applied = Answer("accept", None, 0, 0, 0, scheduled, True)
         if p.mode == "off":
             return not_applied

@@ -262,3 +262,13 @@ def test_overlapping_pauses_hold_the_clock_once(pair: Pair) -> None:
     assert answer.scheduled_stage == 1  # 25 days and 10 hours on the clock
     answer = pair.send(EX01, OLD, connector_client("t1"), START + 40 * DAY)
     assert answer.scheduled_stage == 2  # 30 days and 10 hours
+
+
+@known_difference("stopped-clock-stage-1")
+def test_unverified_message_shows_the_stage_a_stopped_clock_would_resume_at(pair: Pair) -> None:
+    """Nothing is applied to an unverified message; what the schedule says for the server is
+    where its stopped clock would resume (45 days: stage 3), not a fresh stage 1."""
+    pair.send(EX01, OLD, verified_client(EX01), START)
+    pair.send(EX01, CURRENT, verified_client(EX01), START + 45 * DAY)
+    forged = pair.send(EX01, OLD, forged_client(EX01), START + 50 * DAY)
+    assert (forged.stage, forged.scheduled_stage, forged.reason) == (0, 3, True)

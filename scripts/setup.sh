@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything drossel and its test suite need on a fresh Debian machine:
 # system packages (Postfix for the end-to-end tests, Chromium for the browser test,
+# dnsmasq for the gateway's DNS tests,
 # PostgreSQL client libs), a virtual environment in .venv with drossel installed editable.
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
@@ -12,6 +13,8 @@ command -v smtp-source >/dev/null 2>&1 || need_apt+=(postfix)
 command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# a real DNS server on loopback for the gateway's reverse-lookup tests
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

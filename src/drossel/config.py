@@ -7,6 +7,7 @@ drossel runs with the default policy on ``sqlite:///drossel.db`` in the working 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable
@@ -14,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from drossel.core.policy import Policy
+from drossel.redact import remember_url
 
 DEFAULT_DB_URL = "sqlite:///drossel.db"
 
@@ -74,12 +76,57 @@ class GatewayConfig(_Section):
     early_refusal: bool = False
     """Ignored (kept so old configuration files load): refusing at RCPT before the headers
     are read could refuse a server that has just been patched (SPEC §4)."""
+    #: Relay through a next hop that does not offer XCLIENT to us although we listen on a
+    #: non-loopback address.  The next hop then sees every client as the gateway's address:
+    #: only safe when it does not trust that address for relaying (see docs/postfix.md).
+    allow_without_xclient: bool = False
+    #: Idle next-hop connections kept for the next client session (0: a new one each time),
+    #: how long one may stay idle, and how many transactions one carries before it is closed.
+    relay_pool_size: int = Field(default=32, ge=0, le=10_000)
+    relay_idle_seconds: float = Field(default=5.0, gt=0, le=300)
+    relay_reuse_limit: int = Field(default=100, ge=1)
+    #: Gateway processes sharing the listening socket (SO_REUSEPORT); ``--workers`` overrides.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Forward-confirmed reverse lookup of each client (its name is evidence, SPEC §3).
+    reverse_lookup: bool = True
+    #: DNS server for that lookup, ``host`` or ``host:port`` (``[v6]:port``); default: the
+    #: system's resolv.conf.
+    dns_resolver: str | None = None
+    dns_timeout: float = Field(default=2.0, gt=0, le=30)
+    #: Our verdict header on relayed mail; copies arriving from outside are always removed.
+    add_header: bool = True
+    header_name: str = Field(default="X-Drossel", pattern=r"^[!-9;-~]{1,76}$")
 
 
 class WebConfig(_Section):
     listen: str = "127.0.0.1:8080"
     secure_cookies: bool | None = None
     login_attempts_per_minute: int = Field(default=10, ge=1)
+    #: Failed attempts with one token (its first characters) per minute before that token is
+    #: refused for the rest of the minute: guessing one token is slow from any number of
+    #: addresses, and wrong guesses never lock out other tokens.
+    token_attempts_per_minute: int = Field(default=5, ge=1)
+    #: Proxies (CIDRs) whose ``X-Forwarded-For`` names the real client for the login limits;
+    #: from any other peer the header is ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: ``/metrics`` needs an operator token (``Authorization: Bearer``) or operator session.
+    metrics_auth: bool = False
+    #: ``/api/docs`` and ``/openapi.json`` need a token or a logged-in session.
+    docs_auth: bool = False
+    #: File with the session-signing key(s): first line signs, further lines are still accepted
+    #: (rotation).  Default ``drossel-session.key`` beside the configuration file, else beside
+    #: the SQLite file, else in the working directory.  ``DROSSEL_SESSION_KEY`` overrides it.
+    session_key_file: str | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP network: {item!r}") from None
+        return [item.strip() for item in value]
 
 
 class NotifyConfig(_Section):
@@ -104,6 +151,12 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     notify: NotifyConfig = NotifyConfig()
     serve: ServeConfig = ServeConfig()
+    #: the file this configuration was read from (``None``: built-in defaults)
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
 
 def _describe(exc: ValidationError) -> str:
@@ -133,13 +186,17 @@ def load_config(path: str | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return config_from_dict(data)
+        config = config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    config._source = str(path)
+    return config
 
 
 def database_url(config: Config, override: str | None = None) -> str:
-    return override or os.environ.get("DROSSEL_DB") or config.storage.url or DEFAULT_DB_URL
+    url = override or os.environ.get("DROSSEL_DB") or config.storage.url or DEFAULT_DB_URL
+    remember_url(url)  # its password never appears in output or logs (drossel.redact)
+    return url
 
 
 def parse_moment(text: str) -> datetime:

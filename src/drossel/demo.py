@@ -195,6 +195,7 @@ async def _run(
         hostname="gateway.operator.example",
         relay_tls="none",
         timeout=30,
+        reverse_lookup=False,  # fictional servers on loopback: no DNS to ask
     )
     gateway = await start_gateway(enforcer, config)
     rows: list[DayRow] = []

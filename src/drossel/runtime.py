@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from drossel.config import Clock, Config, database_url
 from drossel.engine import Enforcer
+from drossel.redact import RedactingFilter, display_url
 from drossel.storage.journal import Journal
 from drossel.storage.listen import ChangeListener
 from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
@@ -29,6 +30,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         force=True,
     )
     logging.getLogger("drossel").setLevel(level)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # no database password in any log line
 
 
 def open_store(url: str, *, allow_offline: bool = False) -> Store:
@@ -48,7 +51,7 @@ def open_store(url: str, *, allow_offline: bool = False) -> Store:
     except Exception as exc:
         if not allow_offline or store.is_sqlite:
             raise
-        log.warning("state database %s unreachable at start: %s", store.engine.url, exc)
+        log.warning("state database %s unreachable at start: %s", display_url(url), exc)
         store.schema_unchecked = True
     return store
 

@@ -73,6 +73,10 @@ class DrosselMilter:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, now: datetime) -> DrosselMilter:
+        # Postfix's client here is localhost, not the Exchange server in the headers: the
+        # evidence is "unverified" (SPEC §3), which these schedule tests enforce on purpose.
+        config = self.db.parent / "drossel.toml"
+        config.write_text("[policy]\nenforce_unverified = true\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
         env["DROSSEL_NOW"] = now.isoformat()
         with self.log.open("ab") as log:
@@ -86,6 +90,8 @@ class DrosselMilter:
                     f"inet:127.0.0.1:{self.port}",
                     "--db",
                     f"sqlite:///{self.db}",
+                    "--config",
+                    str(config),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -170,24 +176,25 @@ def test_client_sees_stage_1_throttle_and_block_replies(
     )
     assert len(sink.wait_for(2, timeout=20)) == 2
 
-    # When the client is the blocked server itself (HELO ex01...), its next connection is
-    # refused already at RCPT, before the message is transferred.
-    def send_as_server(subject: str) -> None:
+    # The blocked server itself (HELO ex01...) is refused at the end of its headers, every
+    # time; once patched, its very first message with the new build is accepted (SPEC §4).
+    def send_as_server(subject: str, build: str = OLD_BUILD) -> None:
         with smtplib.SMTP(postfix.host, postfix.port, local_hostname=SERVER, timeout=15) as s:
-            s.send_message(exchange_message(subject), AUTHOR, ["bob@remote.example"])
+            s.send_message(exchange_message(subject, build=build), AUTHOR, ["bob@remote.example"])
 
-    with pytest.raises(smtplib.SMTPDataError):
-        send_as_server("stage 8 from the server itself")
-    with pytest.raises(smtplib.SMTPRecipientsRefused) as early:
-        send_as_server("stage 8 again")
-    code, text = early.value.recipients["bob@remote.example"]
-    assert (code, text.decode()) == (550, BLOCK_TEXT)
+    for attempt in ("stage 8 from the server itself", "stage 8 again"):
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send_as_server(attempt)
+        assert (refused.value.smtp_code, refused.value.smtp_error.decode()) == (550, BLOCK_TEXT)
+    send_as_server("patched", build="15.2.2562.53")
+    assert len(sink.wait_for(3, timeout=20)) == 3
 
     milter.stop()
-    report = drossel_cli(milter.db, "report", "--json", "--at", window_start(95).isoformat())
+    later = (window_start(95) + timedelta(minutes=30)).isoformat()
+    report = drossel_cli(milter.db, "report", "--json", "--at", later)
     servers = {r["server_fqdn"]: r for r in json.loads(report)}
-    assert servers[SERVER]["stage"] == 8
-    assert servers[SERVER]["counts"] == {"accept": 1, "throttle": 1, "block": 3}
+    assert servers[SERVER]["remediated"] and servers[SERVER]["stage"] == 0
+    assert servers[SERVER]["counts"] == {"accept": 2, "throttle": 1, "block": 3}
     assert servers["ex02.contoso.example"]["counts"] == {"accept": 1, "throttle": 0, "block": 0}
 
 

@@ -15,9 +15,10 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+from drossel.app.errors import AppError
 from drossel.app.services import Services
 from drossel.core.policy import Policy
-from drossel.storage.store import Store, StoreError
+from drossel.storage.store import Store
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -38,7 +39,7 @@ def main() -> None:
             Services(store, Policy()).add_pause(
                 "contoso", T0.date() + timedelta(days=5 * i), 5, [], f"w{i}", T0
             )
-        except StoreError as exc:
+        except AppError as exc:
             assert "budget" in str(exc), exc
             return
         with lock:

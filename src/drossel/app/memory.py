@@ -38,6 +38,9 @@ class MemoryStore:
         self._audit: list[AuditEntry] = []
         self._settings: dict[str, str] = {}
 
+    def dispose(self) -> None:
+        """Nothing to release."""
+
     def _audit_entry(
         self, actor: str, action: str, detail: str, now: datetime, tenant: str | None
     ) -> None:
@@ -196,7 +199,7 @@ class MemoryStore:
             self._known_tenant(pause.tenant)
             unknown = [s for s in pause.servers if (pause.tenant, s) not in self._servers]
             if unknown:
-                raise NotFound(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
+                raise Invalid(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
             check(self.list_pauses(pause.tenant))
             stored = replace(pause, id=next(self._ids))
             assert stored.id is not None

@@ -88,7 +88,7 @@ class Services:
                 raise Conflict(f"pause {pause_id} has already ended")
             new = ended_pause(pause, today)
             if new.end == pause.end:
-                raise Conflict(f"pause {pause_id} ends today already")
+                raise Conflict(f"pause {pause_id} has already ended: today is its last day")
             return new
 
         return self.store.change_pause(pause_id, change, "pause.end", actor, now, tenant)

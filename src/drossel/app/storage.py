@@ -24,6 +24,9 @@ class StateStore(Protocol):
     is_sqlite: bool
     node_id: str
 
+    def dispose(self) -> None:
+        """Release connections (end of process)."""
+
     # tenants and connectors
     def add_tenant(
         self, name: str, contacts: Sequence[str], actor: str, now: datetime, display_name: str = ""

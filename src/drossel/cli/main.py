@@ -29,6 +29,7 @@ from drossel.core.decision import ConnectionFacts, Snapshot, decide, observe
 from drossel.core.detection import detect
 from drossel.core.policy import PolicyError
 from drossel.core.schedule import EnforcementClock, Pause, midnight, stage_at
+from drossel.redact import display_url, redact
 from drossel.runtime import open_store, setup_logging
 from drossel.storage.migrate import SchemaOutOfDate, upgrade
 from drossel.storage.store import CONNECTOR_TYPES, Store
@@ -100,7 +101,10 @@ def _read_input(name: str | None) -> bytes:
 
 
 def cmd_detect(ctx: Context) -> int:
-    detection = detect(_read_input(ctx.args.file), ctx.config.policy.trusted_hosts)
+    # The catalog rules out 15.x builds of CU lines no on-premises release ever had.
+    detection = detect(
+        _read_input(ctx.args.file), ctx.config.policy.trusted_hosts, catalog=_catalog(ctx)
+    )
     if ctx.args.json:
         emit(detection.to_json())
         return 0
@@ -197,7 +201,7 @@ def cmd_check(ctx: Context) -> int:
         raise CliError("--first-seen must not be after --at")
     policy = ctx.config.policy
     catalog = _catalog(ctx)
-    detection = detect(_read_input(ctx.args.file), policy.trusted_hosts)
+    detection = detect(_read_input(ctx.args.file), policy.trusted_hosts, catalog=catalog)
     assessment = None
     snapshot = Snapshot()
     facts = ConnectionFacts(tenant=ctx.args.tenant, connector_type=ctx.args.connector_type)
@@ -441,21 +445,13 @@ def cmd_override_remove(ctx: Context) -> int:
 
 
 def cmd_db_upgrade(ctx: Context) -> int:
-    store = Store(database_url(ctx.config, ctx.args.db))
-    upgrade(store.engine)
-    print("database schema is up to date")
-    return 0
-
-
-def cmd_token_create(ctx: Context) -> int:
-    import secrets
-
-    if bool(ctx.args.tenant) == bool(ctx.args.operator):
-        raise CliError("give either --tenant T or --operator")
-    token = "drs_" + secrets.token_urlsafe(32)
-    role = "operator" if ctx.args.operator else "tenant-admin"
-    ctx.store().add_token(token, role, ctx.args.tenant, ctx.args.label or "", ctx.actor, ctx.now)
-    print(token)
+    url = database_url(ctx.config, ctx.args.db)
+    store = Store(url)
+    try:
+        upgrade(store.engine)
+    finally:
+        store.dispose()
+    print(f"database schema is up to date ({display_url(url)})")
     return 0
 
 
@@ -497,7 +493,7 @@ Handler = Callable[[Context], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from drossel.cli import daemons
+    from drossel.cli import daemons, tokens
 
     parser = argparse.ArgumentParser(
         prog="drossel",
@@ -630,16 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("upgrade", cmd_db_upgrade, "create or migrate the schema", json_flag=False, parent=db)
 
-    token = sub.add_parser("token", help="API/web tokens").add_subparsers(
-        dest="sub", required=True, metavar="ACTION"
-    )
-    p = command(
-        "create", cmd_token_create, "create a token (printed once)", json_flag=False, parent=token
-    )
-    p.add_argument("--tenant")
-    p.add_argument("--operator", action="store_true")
-    p.add_argument("--label")
-
+    tokens.register(sub, command)
     daemons.register(sub, command)
     return parser
 
@@ -652,13 +639,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = Context(args)
         return int(args.handler(ctx))
-    except (CliError, ConfigError, PolicyError, CatalogError, AppError, SchemaOutOfDate) as exc:
-        print(f"drossel: error: {exc}", file=sys.stderr)
+    except (
+        CliError,
+        ConfigError,
+        PolicyError,
+        CatalogError,
+        SchemaOutOfDate,
+        AppError,
+    ) as exc:
+        print(redact(f"drossel: error: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        print(f"drossel: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"drossel: error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         return 1

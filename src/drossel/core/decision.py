@@ -422,6 +422,6 @@ def can_pause(
             left = max(budget_days - used, 0)
             return (
                 f"pause budget exceeded for {year}: {used} of {budget_days} days used, "
-                f"{left} left, {wanted} requested"
+                f"only {left} of {budget_days} days are left for {year}, {wanted} requested"
             )
     return None

@@ -157,6 +157,19 @@ tokens = Table(
     Column("label", String(200), nullable=False, default=""),
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime, nullable=True),
+    Column("last_used_at", DateTime, nullable=True),
+)
+
+#: Web sessions, server-side: the cookie carries a random id whose SHA-256 is the key here, so
+#: logout and token revocation end a session on every node, and a database reader cannot forge
+#: one (the cookie is also signed with a key kept outside the database).
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_id", Integer, ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
 )
 
 settings = Table(

@@ -8,7 +8,6 @@ drossel processes on one database act as one system.  Pause budget checks lock t
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import uuid
@@ -37,6 +36,7 @@ from drossel.app.records import CONNECTOR_TYPES, AuditEntry, Connector, StoredSe
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
 from drossel.storage import schema as t
+from drossel.storage.files import private_sqlite_files
 
 __all__ = [
     "CONNECTOR_TYPES",
@@ -123,6 +123,7 @@ class Store:
         #: identifies this process in change notifications (to ignore its own server events)
         self.node_id = uuid.uuid4().hex[:12]
         if self.is_sqlite:
+            private_sqlite_files(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
 
@@ -558,7 +559,7 @@ class Store:
                 }
                 unknown = [n for n in pause.servers if n not in known]
                 if unknown:
-                    raise NotFound(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
+                    raise Invalid(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
             check(self._pauses(conn, pause.tenant))
             result = conn.execute(
                 insert(t.pauses).values(
@@ -750,45 +751,6 @@ class Store:
             except IntegrityError:
                 return False
         return True
-
-    # --- tokens ---------------------------------------------------------------------------
-
-    @staticmethod
-    def hash_token(token: str) -> str:
-        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-    def add_token(
-        self, token: str, role: str, tenant: str | None, label: str, actor: str, now: datetime
-    ) -> None:
-        if role not in ("operator", "tenant-admin"):
-            raise StoreError("role must be operator or tenant-admin")
-        if role == "tenant-admin" and tenant is None:
-            raise StoreError("a tenant-admin token needs --tenant")
-        with self.tx() as conn:
-            tenant_id = self._tenant_id(conn, tenant) if tenant else None
-            conn.execute(
-                insert(t.tokens).values(
-                    token_hash=self.hash_token(token),
-                    tenant_id=tenant_id,
-                    role=role,
-                    label=label,
-                    created_at=to_db(now),
-                )
-            )
-            self.audit(conn, actor, "token.create", f"role={role} label={label}", now, tenant)
-
-    def lookup_token(self, token: str) -> tuple[str, str | None] | None:
-        """(role, tenant) of a valid token, or ``None``."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.tokens.c.role, t.tenants.c.name)
-                .outerjoin(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
-                .where(
-                    t.tokens.c.token_hash == self.hash_token(token),
-                    t.tokens.c.revoked_at.is_(None),
-                )
-            ).first()
-        return None if row is None else (str(row[0]), row[1])
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from drossel.app.errors import AppError, http_status
+from drossel.app.tokens import TokenService
 from drossel.core.catalog import Catalog
-from drossel.web.auth import Principal, bearer_principal
+from drossel.web.auth import Principal, bearer_value, lookup_bearer, token_key
 from drossel.web.common import (
     WebContext,
     audit_json,
@@ -94,25 +95,32 @@ def ctx_of(request: Request) -> WebContext:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client for the login limits (``[web] trusted_proxies`` decide on X-Forwarded-For)."""
+    peer = request.client.host if request.client else "unknown"
+    return ctx_of(request).client_address.of(peer, request.headers.getlist("x-forwarded-for"))
 
 
 def api_principal(request: Request) -> Principal:
+    """The bearer token's principal; failures count per client address and per token."""
     ctx = ctx_of(request)
-    header = request.headers.get("authorization")
+    value = bearer_value(request.headers.get("authorization"))
+    unauthorized = HTTPException(
+        401,
+        "missing or invalid bearer token",
+        headers={"WWW-Authenticate": 'Bearer realm="drossel"'},
+    )
+    if value is None:
+        raise unauthorized
     ip = client_ip(request)
-    if header and ctx.limiter.blocked(ip):
+    key = token_key(value)
+    if ctx.limiter.blocked(ip) or (value and ctx.token_limiter.blocked(key)):
         raise HTTPException(429, "too many failed logins; try again in a minute")
-    who = bearer_principal(ctx.store, header)
-    if who is None or who is False:
-        if who is False:
-            ctx.limiter.fail(ip)
-        raise HTTPException(
-            401,
-            "missing or invalid bearer token",
-            headers={"WWW-Authenticate": 'Bearer realm="drossel"'},
-        )
-    assert isinstance(who, Principal)
+    who = lookup_bearer(ctx.store, ctx.sessions, value, ctx.now()) if value else None
+    if who is None:
+        ctx.limiter.fail(ip)
+        if value:
+            ctx.token_limiter.fail(key)
+        raise unauthorized
     return who
 
 
@@ -130,6 +138,30 @@ def refused(exc: AppError) -> HTTPException:
 @router.get("/me", summary="who the token belongs to")
 def me(who: Who) -> dict[str, Any]:
     return {"role": who.role, "tenant": who.tenant, "label": who.label}
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def _app_error(exc: AppError) -> HTTPException:
+    return HTTPException(http_status(exc), str(exc))
+
+
+@router.get("/tokens", summary="API/web tokens, without their values (operator)")
+def list_tokens(ctx: Ctx, who: Who) -> list[dict[str, Any]]:
+    require_operator(who)
+    return [row.to_json() for row in TokenService(ctx.store).list()]
+
+
+@router.post(
+    "/tokens/{token_id}/revoke", summary="revoke a token and end its sessions at once (operator)"
+)
+def revoke_token(token_id: IdPath, ctx: Ctx, who: Who) -> dict[str, Any]:
+    require_operator(who)
+    try:
+        return TokenService(ctx.store).revoke(token_id, who.actor, ctx.now()).to_json()
+    except AppError as exc:
+        raise _app_error(exc) from None
 
 
 # --- tenants ------------------------------------------------------------------------------

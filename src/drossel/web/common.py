@@ -16,8 +16,9 @@ from drossel.config import Clock, Config
 from drossel.core.catalog import Catalog
 from drossel.core.decision import Override, relevant_pauses
 from drossel.storage.store import AuditEntry, Connector, Store, StoredServer, Tenant
-from drossel.web.auth import LoginLimiter, Principal, Sessions
-from drossel.web.queries import session_secret, tenant_exists
+from drossel.web.auth import ClientAddress, FailureLimiter, Principal, Sessions
+from drossel.web.queries import tenant_exists
+from drossel.web.session_key import session_keys
 from drossel.web.views import daily_series, timeline
 
 CHART_DAYS = 90
@@ -30,7 +31,9 @@ class WebContext:
     clock: Clock
     fixed_catalog: Catalog | None
     sessions: Sessions
-    limiter: LoginLimiter
+    limiter: FailureLimiter  # failed logins per client address
+    token_limiter: FailureLimiter  # failed logins per token (its first characters)
+    client_address: ClientAddress
 
     @classmethod
     def create(
@@ -41,8 +44,10 @@ class WebContext:
             config,
             clock,
             catalog,
-            Sessions(session_secret(store, clock())),
-            LoginLimiter(config.web.login_attempts_per_minute),
+            Sessions(session_keys(config, store.url)),
+            FailureLimiter(config.web.login_attempts_per_minute),
+            FailureLimiter(config.web.token_attempts_per_minute),
+            ClientAddress(config.web.trusted_proxies),
         )
 
     def now(self) -> datetime:

@@ -20,9 +20,17 @@ from pydantic import ValidationError
 from drossel.app.errors import AppError, Invalid, http_status
 from drossel.config import ConfigError, parse_moment
 from drossel.storage.store import CONNECTOR_TYPES
+from drossel.storage.tokens import token_by_value
 from drossel.web import views
 from drossel.web.api import PauseIn, catalog_json, client_ip, ctx_of
-from drossel.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Principal
+from drossel.web.auth import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    TOKEN_MAX_LENGTH,
+    Principal,
+    token_key,
+)
 from drossel.web.common import (
     WebContext,
     audit_json,
@@ -38,7 +46,6 @@ from drossel.web.common import (
     server_detail,
     tenant_json,
 )
-from drossel.web.queries import token_info
 
 templates = Jinja2Templates(directory=str(resources.files("drossel.web").joinpath("templates")))
 templates.env.globals.update(day=views.day_of, rates=views.stage_rates, install=views.install_text)
@@ -189,16 +196,19 @@ async def login(request: Request) -> Response:
     if ctx.limiter.blocked(ip):
         return again("Too many failed logins from your address. Wait a minute and try again.", 429)
     token = form.get("token")
-    info = None
-    if isinstance(token, str) and 0 < len(token.strip()) <= 200:
-        info = token_info(ctx.store, token.strip())
+    value = token.strip() if isinstance(token, str) else ""
+    if value and ctx.token_limiter.blocked(token_key(value)):
+        return again("Too many failed logins with this token. Wait a minute and try again.", 429)
+    info = token_by_value(ctx.store, value) if 0 < len(value) <= TOKEN_MAX_LENGTH else None
     if info is None:
         ctx.limiter.fail(ip)
+        if value:
+            ctx.token_limiter.fail(token_key(value))
         return again("That token is not valid.", 401)
     response = redirect(next_path if next_path != "/" else "/")
     response.set_cookie(
         SESSION_COOKIE,
-        ctx.sessions.issue(info, ctx.now()),
+        ctx.sessions.issue(ctx.store, info, ctx.now()),
         httponly=True,
         samesite="strict",
         secure=secure(request, ctx),
@@ -213,6 +223,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     who = page_principal(request)
     await form_of(request, who)
+    ctx_of(request).sessions.end(ctx_of(request).store, request.cookies.get(SESSION_COOKIE))
     response = redirect("/login")
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from drossel.core.policy import Policy
+from drossel.core.policy import DEFAULT_STAGES, Policy, Stage
 from tests.model.compare import comparable_answers, comparable_rows, describe_row_differences
 from tests.model.drivers import ModelDriver, RealDriver
 from tests.model.reference import KNOWN_DIFFERENCES, Refused
@@ -100,9 +100,19 @@ durations = st.one_of(
 )
 
 
+#: a fast schedule: every stage within a week, so short runs see all of them
+SHORT_STAGES = (
+    Stage(start_day=0, throttle_minutes=0, block_minutes=0),
+    Stage(start_day=1, throttle_minutes=10, block_minutes=0),
+    Stage(start_day=3, throttle_minutes=20, block_minutes=20),
+    Stage(start_day=6, throttle_minutes=0, block_minutes=60),
+)
+
+
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
-    """Policies near the default: most switches on their default, one or two changed."""
+    """Policies near the default: most switches on their default, some changed (also the
+    numbers: a short schedule, regression window, inactivity, patch lag)."""
     mode = draw(st.sampled_from(("enforce", "enforce", "enforce", "report-only", "off")))
     rollout = draw(
         st.dictionaries(st.sampled_from(PRODUCTS), st.sampled_from(("enforce", "report-only")))
@@ -118,7 +128,12 @@ def policies(draw: st.DrawFn) -> Policy:
         )
     )
     statuses = draw(st.sampled_from((("unsupported", "behind"), ("unsupported",))))
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {
+        "stages": draw(st.sampled_from((DEFAULT_STAGES, DEFAULT_STAGES, SHORT_STAGES))),
+        "regression_window_days": draw(st.sampled_from((30, 30, 0, 7))),
+        "inactive_after_days": draw(st.sampled_from((60, 60, 5))),
+        "max_patch_lag_days": draw(st.sampled_from((90, 90, 0))),
+    }
     if HAS_ENFORCE_UNVERIFIED:
         extra["enforce_unverified"] = draw(st.booleans())
     return Policy(

@@ -190,7 +190,8 @@ class RealDriver:
 
     @property
     def policy(self) -> Policy:
-        return self.config.policy  # type: ignore[no-any-return]
+        policy: Policy = self.config.policy
+        return policy
 
     def _changed(self) -> None:
         self.enforcer.refresh()

@@ -6,7 +6,7 @@ one states a rule, the hand-computed expectation and nothing else.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -35,7 +35,7 @@ def model() -> ModelDriver:
     return driver
 
 
-def window_start(moment, tenant: str = "t1", server: str = EX01):  # type: ignore[no-untyped-def]
+def window_start(moment: datetime, tenant: str = "t1", server: str = EX01) -> datetime:
     """``moment`` moved to the first minute of the server's hour windows."""
     return moment.replace(minute=hour_offset(f"{tenant}/{server}"))
 

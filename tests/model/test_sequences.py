@@ -9,15 +9,16 @@ and, for the real layer, the report is also compared with a model run of the sam
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drossel.core.policy import Policy
 from tests.model.compare import comparable_answers, comparable_rows, describe_row_differences
 from tests.model.drivers import ModelDriver, RealDriver
-from tests.model.reference import KNOWN_DIFFERENCES, Answer, Refused
+from tests.model.reference import KNOWN_DIFFERENCES, Answer, Client, Refused
 from tests.model.world import (
     CURRENT,
     OLD,
@@ -51,14 +52,14 @@ class Pair:
     def each(self) -> tuple[ModelDriver | RealDriver, ...]:
         return (self.sut, self.model)
 
-    def send(self, server: str, build: str, client, now) -> Answer:  # type: ignore[no-untyped-def]
+    def send(self, server: str, build: str, client: Client, now: datetime) -> Answer:
         got = self.sut.message(server, build, client, now)
         want = self.model.message(server, build, client, now)
         got_c, want_c = comparable_answers(got, want, self.model.policy)
         assert got_c == want_c, f"{self.sut.name}: {got} but the model says {want}"
         return got
 
-    def report(self, tenant: str, now) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    def report(self, tenant: str, now: datetime) -> dict[str, dict[str, Any]]:
         got = self.sut.report(tenant, now)
         got_c, want_c = comparable_rows(got, self.model.report(tenant, now), self.model.policy)
         assert got_c == want_c, (
@@ -67,7 +68,7 @@ class Pair:
         )
         return got
 
-    def set_policy(self, policy: Policy, now) -> None:  # type: ignore[no-untyped-def]
+    def set_policy(self, policy: Policy, now: datetime) -> None:
         for d in self.each():
             d.set_policy(policy, now)
 
@@ -98,10 +99,6 @@ SERVICE_DIFFERENCES = {
 def known_difference(name: str) -> pytest.MarkDecorator:
     assert name in KNOWN_DIFFERENCES or name in SERVICE_DIFFERENCES, name
     return pytest.mark.known_difference(name)
-
-
-def at_minute(moment, minute: int):  # type: ignore[no-untyped-def]
-    return moment.replace(minute=minute)
 
 
 def test_stage_8_server_patched_is_accepted_and_remediated(pair: Pair) -> None:

@@ -114,17 +114,16 @@ class Installations:
             return RealDriver("memory", MemoryStore(), config, lambda: None)
         stack = ExitStack()
         if self.kind == "sqlite":
-            template = self._sqlite_template()
             assert self.workdir is not None
             path = self.workdir / f"model-{next(self._count)}.db"
-            shutil.copyfile(template, path)
+            shutil.copyfile(self._sqlite_template(), path)
             url = f"sqlite:///{path}"
             stack.callback(path.unlink, missing_ok=True)
         elif self.kind == "postgres":
-            template = self._postgres_template()
+            template_db = self._postgres_template()
             name = f"drossel_model_{uuid.uuid4().hex[:12]}"
             with _connect_admin() as conn:
-                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
             stack.callback(_drop_database, name)
             url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
         else:

@@ -8,9 +8,11 @@ reader can see exactly what is and is not checked:
   and whether a reason is given are not pinned, so they are not compared (nor in the report);
 * an ``applied_reason`` is pinned only for a persistently vulnerable server (scheduled stage
   > 0): its presence is compared there, and left out for servers that are not vulnerable;
-* ``remediated`` of a report row is pinned only while the server's build is not vulnerable:
-  for a vulnerable one the row describes the next message, which may resume or restart a
-  stopped clock, and whether the row then still says "remediated" is not pinned;
+* ``remediated`` of a report row is not compared: the real row describes the record as the
+  next message would leave it (a vulnerable build resumes or restarts a stopped clock, a build
+  that is no longer vulnerable under a changed policy stops a running one), the model's is the
+  stored state; both are fair readings (the example sequences check it where they agree);
+* ``via`` (the client a sighting came through) is pinned for unverified evidence only;
 * the reason's text is never compared.
 """
 
@@ -42,11 +44,13 @@ def comparable_rows(
         other = got.get(server)
         if other is None:
             continue
-        blank: tuple[str, ...] = ("applied_reason",) if row["scheduled_stage"] == 0 else ()
-        if row["scheduled_stage"] != 0:
-            blank = ("remediated",)
+        blank: tuple[str, ...] = ("remediated",)
+        if row["scheduled_stage"] == 0:
+            blank = (*blank, "applied_reason")
         if policy.mode == "off":
             blank = ("applied_reason", "scheduled_stage", "remediated")
+        if row["evidence"] != "unverified":
+            blank = (*blank, "via")
         for key in blank:
             row[key] = other[key] = None
     return got, want

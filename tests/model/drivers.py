@@ -27,22 +27,6 @@ def catalog() -> Catalog:
     return packaged_catalog()
 
 
-#: Fields of a report row compared between the model and the real layer.
-ROW_FIELDS = (
-    "build",
-    "status",
-    "evidence",
-    "first_detected",
-    "stage",
-    "throttle_minutes",
-    "block_minutes",
-    "scheduled_stage",
-    "applied_reason",
-    "paused",
-    "remediated",
-)
-
-
 def received(server: str, build: str, now: datetime) -> tuple[str, str]:
     """An Exchange ``Received:`` line naming ``server`` with ``build``."""
     stamp = now.strftime("%a, %d %b %Y %H:%M:%S +0000")
@@ -132,8 +116,12 @@ def _aware(value: Any) -> Any:
     return value
 
 
+ENHANCED_CODES = {None: None, 450: "4.7.230", 550: "5.7.230"}
+
+
 def answer_of(verdict: Any) -> Answer:
-    """The compared parts of a real verdict."""
+    """The compared parts of a real verdict (the enhanced code must go with the code)."""
+    assert verdict.enhanced_code == ENHANCED_CODES.get(verdict.code, "?"), verdict
     return Answer(
         action=verdict.action,
         code=verdict.code,
@@ -151,7 +139,9 @@ def row_of(row: dict[str, Any]) -> dict[str, Any]:
         "build": row.get("build"),
         "status": row.get("status"),
         "evidence": row.get("evidence"),
+        "via": row.get("via"),
         "first_detected": _aware(row.get("first_detected")),
+        "last_seen": _aware(row.get("last_seen")),
         "stage": row.get("stage") or 0,
         "throttle_minutes": row.get("throttle_minutes") or 0,
         "block_minutes": row.get("block_minutes") or 0,

@@ -237,6 +237,8 @@ class EnforcementMachine(RuleBasedStateMachine):
         known = sorted(s for (t, s) in self.model.model.records if t == tenant)
         if per_server and known:
             servers = (known[pick % len(known)],)
+        if start.year != (start + timedelta(days=days - 1)).year:
+            event("pause across New Year")
         keys = self._each(lambda d: d.add_pause(tenant, start, days, servers, self.now))
         if keys is not None:
             self.pauses.append((keys[0], keys[-1], tenant))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from drossel.app.catalog_source import packaged_catalog
 from drossel.app.report import pause_budget, tenant_report
 from drossel.app.services import Services
-from drossel.catalog_source import packaged_catalog
 from drossel.core.decision import ServerRecord
 from drossel.core.policy import Policy
 from drossel.runtime import open_store

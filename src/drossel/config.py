@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from drossel.core.policy import Policy
 from drossel.redact import remember_url
@@ -135,6 +143,39 @@ class NotifyConfig(_Section):
     sender: str = "drossel@localhost"
     report_url: str = "http://127.0.0.1:8080/"
     interval_seconds: float = Field(default=60.0, gt=0)
+    #: ``starttls``: upgrade the relay connection (fail if the relay cannot); ``tls``: TLS from
+    #: the first byte (port 465); ``none``: plain SMTP (a relay on the same host or network).
+    tls: Literal["none", "starttls", "tls"] = "none"
+    #: CA bundle to verify the relay's certificate (default: the system's); ``tls_verify =
+    #: false`` accepts any certificate (lab use only).
+    tls_ca: str | None = None
+    tls_verify: bool = True
+    #: SMTP AUTH at the relay; only over TLS, so the password never crosses the wire in clear.
+    username: str | None = None
+    password: str | None = None
+    #: Read the password from this file instead (keeps it out of the configuration file).
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _auth_needs_tls(self) -> NotifyConfig:
+        if self.username and self.tls == "none":
+            raise ValueError('username (SMTP AUTH) needs tls = "starttls" or "tls"')
+        if self.username and not (self.password or self.password_file):
+            raise ValueError("username needs password or password_file")
+        if (self.password or self.password_file) and not self.username:
+            raise ValueError("password without username")
+        return self
+
+    def secret(self) -> str | None:
+        """The relay password (from ``password_file`` when set)."""
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"notify.password_file {self.password_file}: {exc.strerror}"
+                ) from None
+        return self.password
 
 
 class ServeConfig(_Section):

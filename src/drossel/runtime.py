@@ -10,10 +10,10 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from drossel.app.enforcer import Enforcer
+from drossel.app.journal import Journal
 from drossel.config import Clock, Config, database_url
-from drossel.engine import Enforcer
 from drossel.redact import RedactingFilter, display_url
-from drossel.storage.journal import Journal
 from drossel.storage.listen import ChangeListener
 from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
 from drossel.storage.store import Store
@@ -56,7 +56,7 @@ def open_store(url: str, *, allow_offline: bool = False) -> Store:
     return store
 
 
-def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enforcer:
+def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enforcer[Store]:
     """The engine for a daemon: refresh off the message path (see :func:`run_flusher`), an
     outage journal at ``[storage] journal``, and able to start while a shared database is
     unreachable (deciding per ``[storage] fail_mode``)."""
@@ -71,7 +71,7 @@ def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enfor
 def start_listener(enforcer: Enforcer) -> ChangeListener | None:
     """On PostgreSQL, listen for changes made on other nodes (one listener per engine)."""
     store = enforcer.store
-    if not store.is_postgres or not enforcer.config.storage.listen:
+    if not isinstance(store, Store) or not store.is_postgres or not enforcer.config.storage.listen:
         return None
     existing = getattr(enforcer, "_listener", None)
     if existing is not None:

@@ -13,15 +13,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
-from sqlalchemy import select
 
+from drossel.app.records import new_token_value
 from drossel.config import Config, database_url
 from drossel.redact import display_url
 from drossel.runtime import build_enforcer, run_until_stopped
 from drossel.storage.files import create_private
-from drossel.storage.schema import tokens
 from drossel.storage.store import Store
-from drossel.storage.tokens import add_token, new_token_value
+from drossel.storage.tokens import add_token, list_tokens
 from drossel.web.session_key import state_directory
 
 log = logging.getLogger("drossel")
@@ -35,11 +34,7 @@ TOKEN_FILE = "drossel-operator-token"
 def first_operator_token(store: Store, now: datetime) -> str | None:
     """On a fresh state, create an operator token so the web can be used at once (see
     :func:`hand_over_token`).  ``None`` when an operator token exists already."""
-    with store.engine.connect() as conn:
-        exists = conn.execute(
-            select(tokens.c.id).where(tokens.c.role == "operator", tokens.c.revoked_at.is_(None))
-        ).first()
-    if exists is not None:
+    if any(t.role == "operator" and t.revoked_at is None for t in list_tokens(store)):
         return None
     token = new_token_value()
     add_token(store, token, "operator", None, "created by first drossel serve", "serve", now)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from drossel.catalog_source import packaged_catalog
+from drossel.app.catalog_source import packaged_catalog
 from drossel.core.build import Build
 from drossel.core.catalog import Catalog, CatalogError, catalog_from_dict, catalog_to_dict
 

@@ -11,115 +11,28 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import smtplib
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from drossel.core.schedule import hour_offset
-from harness.postfix import AUTHOR, PostfixInstance, find_free_port, make_message
+from harness.drossel_milter import DrosselMilter
+from harness.exchange import (
+    BLOCK_TEXT,
+    OLD_BUILD,
+    SERVER,
+    T0,
+    THROTTLE_TEXT,
+    exchange_message,
+    outside_windows,
+    window_start,
+)
+from harness.postfix import AUTHOR, PostfixInstance, find_free_port
 from harness.sink import SmtpSink
-
-SERVER = "ex01.contoso.example"
-OLD_BUILD = "15.1.2507.6"  # Exchange 2016 CU23 without security updates: unsupported
-T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
-EXCHANGE_RECEIVED = (
-    "from MBX01.contoso.local (10.0.0.5) by {server} (10.0.0.6) with Microsoft SMTP "
-    "Server (version=TLS1_2, cipher=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) id {build}; "
-    "Tue, 1 Sep 2026 08:00:00 +0000"
-)
-THROTTLE_TEXT = (
-    "4.7.230 Connecting Exchange server version is out-of-date; connection to this mail "
-    "service throttled for 5 mins/hr. For more information see https://aka.ms/BlockUnsafeExchange"
-)
-BLOCK_TEXT = (
-    "5.7.230 Connecting Exchange server version is out-of-date; connection to this mail "
-    "service blocked for 60 mins/hr. For more information see https://aka.ms/BlockUnsafeExchange"
-)
-
-
-def exchange_message(subject: str, server: str = SERVER, build: str = OLD_BUILD):  # type: ignore[no-untyped-def]
-    return make_message(
-        sender=AUTHOR,
-        subject=subject,
-        extra_headers=[("Received", EXCHANGE_RECEIVED.format(server=server, build=build))],
-    )
-
-
-def window_start(days: int, server: str = SERVER, tenant: str = "default") -> datetime:
-    """A moment ``days`` after T0, 10 seconds into the server's window of the hour."""
-    day = T0 + timedelta(days=days)
-    return day.replace(minute=hour_offset(f"{tenant}/{server}"), second=10)
-
-
-def outside_windows(days: int, server: str = SERVER, tenant: str = "default") -> datetime:
-    """A moment after the block and throttle windows of a stage with at most 35 minutes."""
-    start = window_start(days, server, tenant)
-    return start + timedelta(minutes=40)
-
-
-class DrosselMilter:
-    """A ``drossel milter`` process on a loopback port, clock starting at ``now``."""
-
-    def __init__(self, db: Path, port: int, log: Path) -> None:
-        self.db, self.port, self.log = db, port, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, now: datetime) -> DrosselMilter:
-        # Postfix's client here is localhost, not the Exchange server in the headers: the
-        # evidence is "unverified" (SPEC §3), which these schedule tests enforce on purpose.
-        config = self.db.parent / "drossel.toml"
-        config.write_text("[policy]\nenforce_unverified = true\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
-        env["DROSSEL_NOW"] = now.isoformat()
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "drossel.cli.main",
-                    "milter",
-                    "--listen",
-                    f"inet:127.0.0.1:{self.port}",
-                    "--db",
-                    f"sqlite:///{self.db}",
-                    "--config",
-                    str(config),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("drossel milter did not start:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            assert self.process.wait(timeout=15) == 0, self.log.read_text()
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-    def restart(self, now: datetime) -> None:
-        self.stop()
-        self.start(now)
 
 
 @pytest.fixture

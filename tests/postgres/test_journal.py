@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from drossel.app.journal import Journal
 from drossel.config import config_from_dict
 from drossel.core.detection import parse_headers
 from drossel.engine import ClientInfo, Enforcer
 from drossel.runtime import open_store
-from drossel.storage.journal import Journal
 from drossel.storage.store import Store
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)

@@ -24,12 +24,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from drossel.app.cache import DecisionCache, ServerKey
+from drossel.app.catalog_source import SETTING_KEY, load_catalog, packaged_catalog
+from drossel.app.journal import Journal
 from drossel.app.outage import Observation, OutageQueue, event_from_json
 from drossel.app.storage import StateStore
-from drossel.catalog_source import SETTING_KEY, load_catalog, packaged_catalog
 from drossel.config import Clock, Config
 from drossel.core.assessment import Assessment, assess
 from drossel.core.build import Build
@@ -44,7 +47,6 @@ from drossel.core.decision import (
 )
 from drossel.core.detection import DetectedServer, Detection, detect_in_headers
 from drossel.metrics import DB_ERRORS, DECISION_SECONDS, VERDICTS
-from drossel.storage.journal import Journal
 
 log = logging.getLogger("drossel.decision")
 
@@ -72,12 +74,18 @@ class Outcome:
     facts: ConnectionFacts
 
 
-class Enforcer:
-    """Detect, assess, record and decide for each message (see the module docstring)."""
+#: a bare ``Enforcer`` works on any store; the daemons use ``Enforcer[Store]``
+StoreT = TypeVar("StoreT", bound=StateStore, default=StateStore, covariant=True)
+
+
+class Enforcer(Generic[StoreT]):
+    """Detect, assess, record and decide for each message (see the module docstring).
+
+    Generic in its store, so the daemons that run on the SQL store keep its type."""
 
     def __init__(
         self,
-        store: StateStore,
+        store: StoreT,
         config: Config,
         clock: Clock,
         catalog: Catalog | None = None,
@@ -331,9 +339,7 @@ class Enforcer:
         journal = self.journal
         try:
             if self.schema_unchecked:
-                from drossel.storage.migrate import check
-
-                check(self.store.engine)  # type: ignore[attr-defined]
+                self.store.check_schema()
                 self.schema_unchecked = False
             from_file = OutageQueue()
             file_lines = journal.read() if journal is not None and journal.exists() else []

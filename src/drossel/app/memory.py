@@ -41,6 +41,9 @@ class MemoryStore:
     def dispose(self) -> None:
         """Nothing to release."""
 
+    def check_schema(self) -> None:
+        """No schema in memory."""
+
     def _audit_entry(
         self, actor: str, action: str, detail: str, now: datetime, tenant: str | None
     ) -> None:

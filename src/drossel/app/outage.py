@@ -5,7 +5,7 @@ server's record: first detection, new build, evidence, remediation, regression),
 :class:`LastSeen` time, and a per-day :class:`Count` of verdicts.  Last-seen times and counters
 are batched in memory by design; observations wait here only while the database is away.  The
 queue is bounded in memory by the caller; beyond that, and on shutdown during an outage, it is
-spilled to the local journal (JSON lines, see :mod:`drossel.storage.journal`) and replayed in
+spilled to the local journal (JSON lines, see :mod:`drossel.app.journal`) and replayed in
 order when the database answers again.
 """
 

@@ -6,12 +6,21 @@ Plain values, shared by every storage implementation (SQL, in memory) and the ad
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from drossel.core.decision import ServerRecord
 
 CONNECTOR_TYPES = ("OnPremises", "Partner", "Any")
+
+#: every token starts so, which lets secret scanners and the login form recognise one
+TOKEN_PREFIX = "drs_"
+
+
+def new_token_value() -> str:
+    """A new API/web token (shown once; only its hash is stored)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +75,27 @@ class AuditEntry:
     tenant: str | None
     action: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A token as listed for operators (never its value)."""
+
+    id: int
+    role: str
+    tenant: str | None
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "tenant": self.tenant,
+            "label": self.label,
+            "created": self.created_at.isoformat(),
+            "last_used": self.last_used_at.isoformat() if self.last_used_at else None,
+            "revoked": self.revoked_at.isoformat() if self.revoked_at else None,
+        }

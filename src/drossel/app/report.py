@@ -241,3 +241,23 @@ def pause_json(p: Pause, now: datetime) -> dict[str, Any]:
         "ended_early": p.ended_early,
         "state": state,
     }
+
+
+# --- wording shared by the web pages and the notification mails -----------------------------
+
+
+def day_of(value: str | None) -> str:
+    """``2026-12-01T10:00:00+00:00`` → ``2026-12-01``."""
+    return value[:10] if value else "—"
+
+
+def stage_rates(throttle: int | None, block: int | None) -> str:
+    throttle, block = throttle or 0, block or 0
+    if block >= 60:
+        return "all mail refused (550)"
+    parts = []
+    if block:
+        parts.append(f"{block} min/h refused (550)")
+    if throttle:
+        parts.append(f"{throttle} min/h delayed (450)")
+    return ", ".join(parts) or "report only"

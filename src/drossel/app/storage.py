@@ -27,6 +27,9 @@ class StateStore(Protocol):
     def dispose(self) -> None:
         """Release connections (end of process)."""
 
+    def check_schema(self) -> None:
+        """Raise if the stored schema is not the one this drossel needs."""
+
     # tenants and connectors
     def add_tenant(
         self, name: str, contacts: Sequence[str], actor: str, now: datetime, display_name: str = ""

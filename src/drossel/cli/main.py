@@ -17,10 +17,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from drossel import __version__
+from drossel.app.catalog_source import install_catalog, load_catalog, packaged_catalog
 from drossel.app.errors import AppError
 from drossel.app.report import pause_json
 from drossel.app.services import Services
-from drossel.catalog_source import install_catalog, load_catalog, packaged_catalog
+from drossel.cli.output import add_format_flags, closed_pipe, output, print_table
 from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
 from drossel.core.assessment import assess
 from drossel.core.build import Build
@@ -79,13 +81,8 @@ def emit(data: Any) -> None:
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(*headers)
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(t)
+    """Rows under ``headers``, fitted to the terminal (cells wrap rather than being cut)."""
+    print_table([dict(zip(headers, row, strict=False)) for row in rows])
 
 
 # --- detection, assessment, simulation, check -----------------------------------------------
@@ -266,6 +263,19 @@ def cmd_catalog_load(ctx: Context) -> int:
 # --- state ------------------------------------------------------------------------------------
 
 
+#: The report columns of the default (80-column) table; ``--wide``/``--csv``/``--json`` show all.
+REPORT_COLUMNS = (
+    "tenant",
+    "server_fqdn",
+    "update_name",
+    "status",
+    "stage",
+    "throttle_minutes",
+    "block_minutes",
+    "next_stage_start",
+)
+
+
 def cmd_report(ctx: Context) -> int:
     from drossel.app.report import pause_budget, tenant_report
 
@@ -278,39 +288,8 @@ def cmd_report(ctx: Context) -> int:
         tenant=ctx.args.tenant,
         include_inactive=ctx.args.all,
     )
-    if ctx.args.json:
-        emit(rows)
-        return 0
-    table(
-        [
-            (
-                r["tenant"],
-                r["server_fqdn"],
-                r["product"],
-                r["build"],
-                r["update_name"],
-                r["status"],
-                r["stage"],
-                f"{r['throttle_minutes']}/{r['block_minutes']}",
-                (r["next_stage_start"] or "")[:10],
-                "; ".join(r["recommended_builds"]),
-            )
-            for r in rows
-        ],
-        [
-            "tenant",
-            "server",
-            "product",
-            "build",
-            "update",
-            "status",
-            "stage",
-            "thr/blk",
-            "next",
-            "install",
-        ],
-    )
-    if ctx.args.tenant:
+    output(rows, ctx.args, REPORT_COLUMNS)
+    if ctx.args.tenant and not (ctx.args.json or ctx.args.csv):
         budget = pause_budget(store, ctx.config.policy, ctx.args.tenant, ctx.now)
         print(f"pause budget {budget.year}: {budget.used} of {budget.budget} days used")
     return 0
@@ -363,7 +342,7 @@ def cmd_connector_list(ctx: Context) -> int:
     else:
         table(
             [
-                (r["tenant"], r["name"], r["type"], ", ".join(r["ip_ranges"]), r["tls_name"])
+                (r["tenant"], r["name"], r["type"], ", ".join(r["ip_ranges"] or ()), r["tls_name"])
                 for r in rows
             ],
             ["tenant", "name", "type", "ip ranges", "tls name"],
@@ -466,10 +445,7 @@ def cmd_audit(ctx: Context) -> int:
         }
         for e in ctx.store().list_audit(ctx.args.tenant)
     ]
-    if ctx.args.json:
-        emit(rows)
-    else:
-        table([tuple(r.values()) for r in rows], list(rows[0]) if rows else ["none"])
+    output(rows, ctx.args, ["at", "actor", "tenant", "action", "detail"])
     return 0
 
 
@@ -493,12 +469,14 @@ Handler = Callable[[Context], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from drossel.cli import analyze as analyze_cli
     from drossel.cli import daemons, tokens
 
     parser = argparse.ArgumentParser(
         prog="drossel",
         description="Report, throttle and block mail from out-of-date Exchange servers.",
     )
+    parser.add_argument("--version", action="version", version=f"drossel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -557,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="install even if older")
 
     p = command("report", cmd_report, "per-server enforcement report")
+    add_format_flags(p)
     p.add_argument("--tenant")
     p.add_argument("--all", action="store_true", help="include servers unseen for 60 days")
 
@@ -619,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
 
     p = command("audit", cmd_audit, "show the audit log")
+    add_format_flags(p)
     p.add_argument("--tenant")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
@@ -627,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("upgrade", cmd_db_upgrade, "create or migrate the schema", json_flag=False, parent=db)
 
     tokens.register(sub, command)
+
+    analyze_cli.register(sub, command)
     daemons.register(sub, command)
     return parser
 
@@ -649,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(redact(f"drossel: error: {exc}"), file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        return closed_pipe()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -11,10 +11,11 @@ import sys
 from typing import Any
 
 from drossel.app.tokens import TokenService
+from drossel.storage.tokens import TokenTable
 
 
 def _service(ctx: Any) -> TokenService:
-    return TokenService(ctx.store())
+    return TokenService(TokenTable(ctx.store()))
 
 
 def cmd_token_create(ctx: Any) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import logging
 import socket
@@ -50,9 +49,15 @@ def _in_networks(peer: Any, networks: list[Network]) -> bool:
     return any(address in network for network in networks)
 
 
-@functools.cache
+_COMMAND_NAMES: dict[type, list[str]] = {}
+
+
 def _command_names(cls: type) -> list[str]:
-    return [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+    names = _COMMAND_NAMES.get(cls)
+    if names is None:
+        names = [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+        _COMMAND_NAMES[cls] = names
+    return names
 
 
 class GatewaySMTP(SMTP):
@@ -87,7 +92,7 @@ class GatewaySMTP(SMTP):
             self._proxy_timeout = PROXY_TIMEOUT if _in_networks(peer, self._proxy_from) else None
             self._registry.add(self)
         super().connection_made(transport)
-        if first and self._proxy_timeout is None:
+        if first and self._proxy_timeout is None and self.session is not None:
             # the peer is the client: look its name up while it reads our greeting
             self.gateway_handler.start_lookup(self.session)
 
@@ -115,7 +120,7 @@ class GatewaySMTP(SMTP):
         # aiosmtpd's address parser raises IndexError on e.g. "MAIL FROM: <" (found by the
         # fuzz test): that is a malformed address (553), not a gateway error (451)
         try:
-            return super()._getaddr(arg)  # type: ignore[no-any-return]
+            return super()._getaddr(arg)
         except (IndexError, ValueError):
             return None, None
 

@@ -48,6 +48,8 @@ __all__ = [
     "Tenant",
 ]
 
+STATUSES = ("current", "behind", "unsupported", "unknown", "not_applicable")
+
 #: PostgreSQL NOTIFY channel for changes other nodes must see at once (see :meth:`Store.notify`).
 CHANGE_CHANNEL = "drossel_state"
 
@@ -137,6 +139,11 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def check_schema(self) -> None:
+        from drossel.storage.migrate import check
+
+        check(self.engine)
+
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
@@ -181,7 +188,7 @@ class Store:
                 result = conn.execute(
                     insert(t.tenants).values(name=name, display_name=name, created_at=to_db(now))
                 )
-            return int(result.inserted_primary_key[0])
+            return inserted_id(result)
         except IntegrityError:
             return self._tenant_id(conn, name)
 
@@ -394,7 +401,7 @@ class Store:
                                 **values,
                             )
                         )
-                    server_id = int(result.inserted_primary_key[0])
+                    server_id = inserted_id(result)
                 except IntegrityError:
                     existing = conn.execute(locked).first()
                     assert existing is not None
@@ -501,7 +508,7 @@ class Store:
             ).all()
         result: dict[date, dict[str, int]] = {}
         for r in rows:
-            result.setdefault(r.day, {})[r.action] = r.count
+            result.setdefault(r.day, {})[r.action] = int(r._mapping["count"])
         return result
 
     def total_counts(self, server_id: int) -> dict[str, int]:
@@ -572,7 +579,7 @@ class Store:
                     created_at=to_db(now),
                 )
             )
-            pause_id = int(result.inserted_primary_key[0])
+            pause_id = inserted_id(result)
             self.audit(
                 conn,
                 actor,
@@ -654,7 +661,7 @@ class Store:
                     created_at=to_db(now),
                 )
             )
-            override_id = int(result.inserted_primary_key[0])
+            override_id = inserted_id(result)
             self.audit(
                 conn,
                 actor,
@@ -701,6 +708,21 @@ class Store:
             )
             self.audit(conn, actor, "override.remove", f"id={override_id}", now, row.tenant_name)
             self.notify(conn, "override", row.tenant_name, row.server)
+
+    def server_status_counts(self) -> dict[str, int]:
+        """Servers per status (for the metrics gauge)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.servers.c.status, func.count()).group_by(t.servers.c.status)
+            ).all()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({str(status): int(n) for status, n in rows})
+        return counts
+
+    def tenant_exists(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            query = select(t.tenants.c.id).where(t.tenants.c.name == name)
+            return conn.execute(query).first() is not None
 
     # --- audit, settings, notifications ----------------------------------------------------
 
@@ -765,3 +787,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def inserted_id(result: Any) -> int:
+    """The primary key of the row an INSERT created."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

@@ -13,14 +13,15 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, delete, insert, select, update
 
+from drossel.app.records import TokenRow
 from drossel.storage import schema as t
-from drossel.storage.store import Store, StoreError, from_db, to_db
+from drossel.storage.store import Store, StoreError, from_db, inserted_id, to_db
 
 ROLES = ("operator", "tenant-admin")
-TOKEN_PREFIX = "drs_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,36 +34,8 @@ class TokenInfo:
     label: str
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    """A token as listed for operators (never its value)."""
-
-    id: int
-    role: str
-    tenant: str | None
-    label: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "role": self.role,
-            "tenant": self.tenant,
-            "label": self.label,
-            "created": self.created_at.isoformat(),
-            "last_used": self.last_used_at.isoformat() if self.last_used_at else None,
-            "revoked": self.revoked_at.isoformat() if self.revoked_at else None,
-        }
-
-
 def hash_secret(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def new_token_value() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def add_token(
@@ -88,14 +61,14 @@ def add_token(
                 created_at=to_db(now),
             )
         )
-        token_id = int(result.inserted_primary_key[0])
+        token_id = inserted_id(result)
         store.audit(
             conn, actor, "token.create", f"id={token_id} role={role} label={label}", now, tenant
         )
     return token_id
 
 
-def _info_query():  # type: ignore[no-untyped-def]
+def _info_query() -> Select[Any]:
     return select(t.tokens.c.id, t.tokens.c.role, t.tokens.c.label, t.tenants.c.name).outerjoin(
         t.tenants, t.tenants.c.id == t.tokens.c.tenant_id
     )
@@ -216,3 +189,24 @@ def end_session(store: Store, session_id: str) -> None:
         conn.execute(
             delete(t.web_sessions).where(t.web_sessions.c.id_hash == hash_secret(session_id))
         )
+
+
+class TokenTable:
+    """The tokens of one SQL store, as :class:`drossel.app.tokens.TokenService` uses them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(
+        self, value: str, role: str, tenant: str | None, label: str, actor: str, now: datetime
+    ) -> int:
+        return add_token(self.store, value, role, tenant, label, actor, now)
+
+    def get(self, token_id: int) -> TokenRow | None:
+        return get_token(self.store, token_id)
+
+    def list(self) -> list[TokenRow]:
+        return list_tokens(self.store)
+
+    def revoke(self, token_id: int, actor: str, now: datetime) -> bool:
+        return revoke_token(self.store, token_id, actor, now)

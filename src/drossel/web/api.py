@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from drossel.app.errors import AppError, http_status
+from drossel.app.report import pause_json
 from drossel.app.tokens import TokenService
 from drossel.core.catalog import Catalog
+from drossel.storage.tokens import TokenTable
 from drossel.web.auth import Principal, bearer_value, lookup_bearer, token_key
 from drossel.web.common import (
     WebContext,
@@ -24,7 +26,6 @@ from drossel.web.common import (
     connector_json,
     not_found,
     override_json,
-    pause_json,
     report_rows,
     require_operator,
     require_server,
@@ -150,7 +151,7 @@ def _app_error(exc: AppError) -> HTTPException:
 @router.get("/tokens", summary="API/web tokens, without their values (operator)")
 def list_tokens(ctx: Ctx, who: Who) -> list[dict[str, Any]]:
     require_operator(who)
-    return [row.to_json() for row in TokenService(ctx.store).list()]
+    return [row.to_json() for row in TokenService(TokenTable(ctx.store)).list()]
 
 
 @router.post(
@@ -159,7 +160,7 @@ def list_tokens(ctx: Ctx, who: Who) -> list[dict[str, Any]]:
 def revoke_token(token_id: IdPath, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_operator(who)
     try:
-        return TokenService(ctx.store).revoke(token_id, who.actor, ctx.now()).to_json()
+        return TokenService(TokenTable(ctx.store)).revoke(token_id, who.actor, ctx.now()).to_json()
     except AppError as exc:
         raise _app_error(exc) from None
 

@@ -26,7 +26,6 @@ from drossel.storage.store import Store
 from drossel.web import api, pages
 from drossel.web.auth import SESSION_COOKIE, Principal
 from drossel.web.common import WebContext
-from drossel.web.queries import server_status_counts
 
 log = logging.getLogger("drossel.web")
 
@@ -69,7 +68,7 @@ def create_app(
             if not who.is_operator:
                 return JSONResponse({"detail": "operators only"}, status_code=403)
         try:
-            for status, n in server_status_counts(store).items():
+            for status, n in store.server_status_counts().items():
                 SERVERS_BY_STATUS.labels(status=status).set(n)
         except Exception:  # the scrape still answers with the other metrics
             log.exception("could not count servers for /metrics")
@@ -201,7 +200,8 @@ async def serve_web(
             ssl_keyfile=ssl_keyfile,
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # the daemon handles signals itself (stop event); uvicorn must not install its own
+    setattr(server, "install_signal_handlers", lambda: None)  # noqa: B010
     task = asyncio.create_task(server.serve())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -9,15 +9,14 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from drossel.app.catalog_source import load_catalog
 from drossel.app.report import pause_budget, pause_json, server_report, tenant_report
 from drossel.app.services import Services
-from drossel.catalog_source import load_catalog
 from drossel.config import Clock, Config
 from drossel.core.catalog import Catalog
 from drossel.core.decision import Override, relevant_pauses
 from drossel.storage.store import AuditEntry, Connector, Store, StoredServer, Tenant
 from drossel.web.auth import ClientAddress, FailureLimiter, Principal, Sessions
-from drossel.web.queries import tenant_exists
 from drossel.web.session_key import session_keys
 from drossel.web.views import daily_series, timeline
 
@@ -71,7 +70,7 @@ def not_found(what: str = "not found") -> HTTPException:
 
 def require_tenant(ctx: WebContext, who: Principal, tenant: str) -> str:
     """The tenant if ``who`` may see it; otherwise 404 (never reveal other tenants)."""
-    if len(tenant) > 200 or not who.can_see(tenant) or not tenant_exists(ctx.store, tenant):
+    if len(tenant) > 200 or not who.can_see(tenant) or not ctx.store.tenant_exists(tenant):
         raise not_found("unknown tenant")
     return tenant
 

@@ -18,6 +18,7 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from drossel.app.errors import AppError, Invalid, http_status
+from drossel.app.report import day_of, pause_json, stage_rates
 from drossel.config import ConfigError, parse_moment
 from drossel.storage.store import CONNECTOR_TYPES
 from drossel.storage.tokens import token_by_value
@@ -38,7 +39,6 @@ from drossel.web.common import (
     connector_json,
     not_found,
     override_json,
-    pause_json,
     report_rows,
     require_operator,
     require_server,
@@ -48,7 +48,7 @@ from drossel.web.common import (
 )
 
 templates = Jinja2Templates(directory=str(resources.files("drossel.web").joinpath("templates")))
-templates.env.globals.update(day=views.day_of, rates=views.stage_rates, install=views.install_text)
+templates.env.globals.update(day=day_of, rates=stage_rates, install=views.install_text)
 
 router = APIRouter(include_in_schema=False)
 

@@ -1,38 +1,17 @@
-"""Read/write helpers the web app and the notifier need beyond :class:`Store`'s public methods.
-
-They are written against ``store.engine`` and :mod:`drossel.storage.schema` so that the store
-stays the single owner of the business rules; nothing here changes enforcement state.
+"""The notification outbox in the state database: claimed once across nodes, attempted, sent
+or failed (used by :mod:`drossel.notify.service`).  Nothing here changes enforcement state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, select, update
 
 from drossel.storage import schema as t
 from drossel.storage.store import Store, from_db, to_db
-
-STATUSES = ("current", "behind", "unsupported", "unknown", "not_applicable")
-
-
-def server_status_counts(store: Store) -> dict[str, int]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(t.servers.c.status, func.count()).group_by(t.servers.c.status)
-        ).all()
-    counts = dict.fromkeys(STATUSES, 0)
-    counts.update({str(status): int(n) for status, n in rows})
-    return counts
-
-
-def tenant_exists(store: Store, name: str) -> bool:
-    with store.engine.connect() as conn:
-        return (
-            conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first() is not None
-        )
-
 
 # --- notifications -------------------------------------------------------------------------
 
@@ -68,7 +47,7 @@ def _row(r: object) -> NotificationRow:
     )
 
 
-def _notification_query():  # type: ignore[no-untyped-def]
+def _notification_query() -> Select[Any]:
     return select(t.notifications, t.tenants.c.name.label("tenant_name")).join(
         t.tenants, t.tenants.c.id == t.notifications.c.tenant_id
     )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from drossel.catalog_source import packaged_catalog
+from drossel.app.catalog_source import packaged_catalog
 from drossel.core.catalog import Catalog
 from drossel.core.policy import Policy
 from tests.model.reference import Answer, Client, Model, Refused
@@ -156,10 +156,10 @@ class RealDriver:
     """The real application layer over ``store`` (a restart is a fresh Enforcer)."""
 
     def __init__(self, name: str, store: Any, config: Any, on_close: Callable[[], None]) -> None:
+        from drossel.app.enforcer import ClientInfo, Enforcer
         from drossel.app.errors import AppError
         from drossel.app.report import report_rows
         from drossel.app.services import Services
-        from drossel.engine import ClientInfo, Enforcer
 
         self.name = name
         self._app_error = AppError

@@ -2,7 +2,7 @@
 
 Why: the example sequences and the Hypothesis state machine say each step once and run it
 against both.  A :class:`ModelDriver` answers from :mod:`tests.model.reference`; a
-:class:`RealDriver` drives ``drossel.engine.Enforcer``, ``drossel.app.services.Services`` and
+:class:`RealDriver` drives ``drossel.app.enforcer.Enforcer``, ``drossel.app.services.Services`` and
 ``drossel.app.report.report_rows`` over a real store (in memory, SQLite or PostgreSQL) and
 translates their answers into the model's vocabulary (:class:`~tests.model.reference.Answer`,
 report rows as dicts of the compared fields, refusals as :class:`~tests.model.reference.Refused`).

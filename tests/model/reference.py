@@ -58,7 +58,7 @@ def enforce_unverified(policy: Policy) -> bool:
 
 @dataclass(frozen=True)
 class Client:
-    """The SMTP client as the MTA describes it (mirrors ``drossel.engine.ClientInfo``)."""
+    """The SMTP client as the MTA describes it (mirrors ``drossel.app.enforcer.ClientInfo``)."""
 
     addr: str | None = None
     name: str | None = None  # forward-confirmed reverse DNS name

@@ -339,3 +339,22 @@ def test_operator_forms(client, seeded):  # type: ignore[no-untyped-def]
     for action in ("tenant.add", "contact.add", "connector.add", "override.add", "override.remove"):
         assert action in actions
     assert all(e.actor == "web:ops-team (operator)" for e in seeded.store.list_audit()[:5])
+
+
+def test_pages_show_what_is_applied_and_why(client, seeded):  # type: ignore[no-untyped-def]
+    """SPEC §7: an override stops enforcement; the pages say so and what the schedule says."""
+    from drossel.app.services import Services
+
+    page = "/t/contoso/servers/ex01.contoso.example"
+    login(client, "contoso")
+    before = client.get(page).text
+    assert "stage 2 of 8" in before and "not enforced" not in before
+    Services(seeded.store, seeded.config).add_override(
+        "contoso", "ex01.contoso.example", "<b>known false positive</b>", None, ACTOR, seeded.now
+    )
+    after = client.get(page).text
+    assert "not enforced" in after
+    assert "nothing: override: &lt;b&gt;known false positive&lt;/b&gt; (schedule: stage 2" in after
+    assert "Nothing is throttled or blocked now" in after
+    overview = client.get("/t/contoso").text
+    assert "override: &lt;b&gt;known false positive&lt;/b&gt;; schedule: stage 2" in overview

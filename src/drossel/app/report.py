@@ -77,6 +77,8 @@ def server_report(
 ) -> dict[str, Any]:
     """One server's report row (SPEC §7): applied stage and rates, and why they differ from
     the schedule."""
+    if overrides is None:
+        overrides = store.list_overrides(now)
     last = stored.record
     build = Build.parse(last.build)
     assessment = assess(build, now.date(), catalog, policy) if build else None
@@ -98,7 +100,7 @@ def server_report(
             record.evidence,
             record.via,
             pauses,
-            overrides if overrides is not None else [],
+            overrides,
             now,
             policy,
         )

@@ -60,7 +60,7 @@ def banner(row: dict[str, Any]) -> Banner:
             "nothing is throttled or blocked.",
             "",
         )
-    if not row.get("persistently_vulnerable") or row.get("stage") is None:
+    if not row.get("persistently_vulnerable"):
         return Banner(
             "ok", server, f"{server} ({row['build']}) is not enforced; no action needed.", ""
         )
@@ -69,10 +69,26 @@ def banner(row: dict[str, Any]) -> Banner:
     paused = row.get("paused_until")
     throttle, block = row["throttle_minutes"], row["block_minutes"]
     prefix = f"{server} runs {row.get('update_name') or row['build']}: {why}. "
-    if paused:
-        nxt = (
-            f"; when the pause ends it continues at stage {stage} ({stage_rates(throttle, block)})"
+    reason = row.get("applied_reason")
+    if reason and not paused:
+        # nothing is applied now; say why, and what the schedule would do without it (SPEC §7)
+        scheduled = row.get("scheduled_stage")
+        rates = stage_rates(
+            row.get("scheduled_throttle_minutes"), row.get("scheduled_block_minutes")
         )
+        return Banner(
+            "info",
+            server,
+            prefix + f"Nothing is throttled or blocked now: {reason}. "
+            f"Without that it would be at stage {scheduled} of 8 ({rates}).",
+            install,
+        )
+    if paused:
+        scheduled = row.get("scheduled_stage")
+        rates = stage_rates(
+            row.get("scheduled_throttle_minutes"), row.get("scheduled_block_minutes")
+        )
+        nxt = f"; when the pause ends it continues at stage {scheduled} ({rates})"
         return Banner(
             "info",
             server,

@@ -273,18 +273,6 @@ class RealDriver:
         self.enforcer.shutdown()
         self.enforcer = self._fresh()
 
-    def on_close(self, callback: Callable[[], None]) -> None:
-        """Also run ``callback`` when the driver is closed (after what is there already)."""
-        first = self._on_close
-
-        def both() -> None:
-            try:
-                first()
-            finally:
-                callback()
-
-        self._on_close = both
-
     def close(self) -> None:
         try:
             self.enforcer.shutdown()

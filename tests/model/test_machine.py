@@ -384,9 +384,9 @@ def test_memory_store_agrees_with_the_model() -> None:
 
 
 def test_sqlite_store_agrees_with_the_model(tmp_path: Path) -> None:
-    _run("sqlite", tmp_path, machine_settings(ci=50, long=600))
+    _run("sqlite", tmp_path, machine_settings(ci=40, long=600))
 
 
 @pytest.mark.postgres
 def test_postgres_store_agrees_with_the_model() -> None:
-    _run("postgres", None, machine_settings(ci=15, long=200))
+    _run("postgres", None, machine_settings(ci=10, long=200))

@@ -8,9 +8,8 @@ and, for the real layer, the report is also compared with a model run of the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from tests.model.world import (
     START,
     connector_client,
     forged_client,
-    open_driver,
     set_up_tenants,
     verified_client,
 )
@@ -43,8 +41,8 @@ DAY = timedelta(days=1)
 class Pair:
     """The driver under test and a model that follows the same steps (for report checks)."""
 
-    def __init__(self, kind: str, policy: Policy | None, workdir: Path) -> None:
-        self.sut = open_driver(kind, policy, workdir)
+    def __init__(self, sut: ModelDriver | RealDriver, policy: Policy | None = None) -> None:
+        self.sut = sut
         self.model = ModelDriver(policy)
         set_up_tenants(self.sut)
         set_up_tenants(self.model)
@@ -74,8 +72,8 @@ class Pair:
 
 
 @pytest.fixture(params=KINDS)
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
-    p = Pair(request.param, None, tmp_path)
+def pair(request: pytest.FixtureRequest, installations: Callable[[str], Any]) -> Iterator[Pair]:
+    p = Pair(installations(request.param).open())
     marker = request.node.get_closest_marker("known_difference")
     if marker is not None and request.param != "model":
         # the real layer is known to differ here (reported); strict: a fix shows as XPASS

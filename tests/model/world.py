@@ -144,18 +144,6 @@ def _drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def open_driver(
-    kind: str, policy: Policy | None, workdir: Path | None = None
-) -> ModelDriver | RealDriver:
-    """One fresh installation of ``kind`` (model, memory, sqlite or postgres); closing the
-    driver removes it."""
-    installations = Installations(kind, workdir)
-    driver = installations.open(policy)
-    if isinstance(driver, RealDriver):
-        driver.on_close(installations.close)
-    return driver
-
-
 def set_up_tenants(driver: ModelDriver | RealDriver, now: datetime = START) -> None:
     for tenant, (type_, network) in TENANTS.items():
         driver.add_tenant(tenant, now)

@@ -40,14 +40,17 @@ def engine(tmp_path: Path) -> Enforcer:
     return Enforcer(store, Config(), Clock(T0))
 
 
-def test_first_detection_is_written_at_once_and_counts_on_flush(engine: Enforcer) -> None:
+def test_first_detection_is_written_by_flush_off_the_message_path(engine: Enforcer) -> None:
     outcome = engine.process(HEADERS, CLIENT)
     assert outcome.verdict.action == "accept" and outcome.verdict.stage == 1
+    assert engine.store.get_server("default", "ex01.contoso.example") is None
+    engine.flush()
     stored = engine.store.get_server("default", "ex01.contoso.example")
     assert stored is not None and stored.record.first_detected == T0
     assert "15.1.2507.6" in stored.evidence
-    assert engine.store.total_counts(stored.id) == {}
+    assert engine.store.total_counts(stored.id) == {"accept": 1}
     engine.process(HEADERS, CLIENT)
+    assert engine.store.total_counts(stored.id) == {"accept": 1}  # counters are batched
     engine.flush()
     assert engine.store.total_counts(stored.id) == {"accept": 2}
 
@@ -71,6 +74,7 @@ def test_verdicts_follow_the_clock_and_a_pause_elsewhere(engine: Enforcer) -> No
     engine.process(HEADERS, CLIENT)
     clock.now = T0 + timedelta(days=95)
     assert engine.process(HEADERS, CLIENT).verdict.action == "block"
+    engine.flush()  # the default tenant exists once the first detection is written
     # another process (the CLI) pauses the tenant; the engine sees it after refresh_seconds
     Services(engine.store, Policy()).add_pause(
         "default", clock.now.date(), 10, [], "test", clock.now
@@ -92,6 +96,7 @@ def test_a_blocked_server_is_accepted_on_its_first_patched_message(engine: Enfor
     )
     accepted = engine.process(patched, CLIENT).verdict
     assert accepted.action == "accept" and accepted.stage == 0
+    engine.flush()
     stored = engine.store.get_server("default", "ex01.contoso.example")
     assert stored is not None and stored.record.remediated_at == clock.now
 
@@ -106,6 +111,7 @@ def test_unverified_sightings_never_age_a_record(engine: Enforcer) -> None:
     assert engine.process(HEADERS, RELAY).verdict.stage == 0
     real = engine.process(HEADERS, CLIENT).verdict
     assert (real.action, real.stage, real.evidence) == ("accept", 1, "verified")
+    engine.flush()
     stored = engine.store.get_server("default", "ex01.contoso.example")
     assert stored is not None
     assert stored.record.first_detected == T0 and stored.record.clock_start == clock.now
@@ -117,6 +123,7 @@ def test_connector_assigns_tenant(engine: Enforcer) -> None:
     engine.refresh()
     outcome = engine.process(HEADERS, CLIENT)
     assert outcome.facts.tenant == "contoso" and outcome.facts.connector_type == "OnPremises"
+    engine.flush()
     assert engine.store.get_server("contoso", "ex01.contoso.example") is not None
 
 
@@ -129,6 +136,7 @@ def test_remediation_is_written(engine: Enforcer) -> None:
         "Received: from mbx by ex01.contoso.example with Microsoft SMTP Server id 15.2.2562.53;\n"
     )
     assert engine.process(fixed, CLIENT).verdict.action == "accept"
+    engine.flush()
     stored = engine.store.get_server("default", "ex01.contoso.example")
     assert stored is not None and stored.record.remediated_at == clock.now
     history = [b for b, _, _ in engine.store.build_history(stored.id)]

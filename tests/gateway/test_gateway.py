@@ -364,6 +364,7 @@ async def test_starttls_from_clients_and_to_the_next_hop(
         assert hop.tls_sessions == 1  # relayed over STARTTLS
         data = hop.messages[0].data.decode()
         assert "with ESMTPS id" in data and "(using TLSv1.3 with cipher" in data
+        enforcer.flush()
         servers = enforcer.store.list_servers("contoso")
         assert [s.record.server.lower() for s in servers] == ["ex01.contoso.example"]
     finally:
@@ -432,6 +433,7 @@ async def test_proxy_protocol_only_from_configured_load_balancers(
         replies = await _raw_session(trusted.host, trusted.port, header)
         assert replies[0].startswith(b"220 ") and replies[5].startswith(b"250 2.0.0 Ok")
         assert b"[192.0.2.10]" in sink.messages[0].data.split(b"\r\n\r\n")[0]
+        enforcer.flush()
         assert [s.record.tenant for s in enforcer.store.list_servers()] == ["contoso"]
     finally:
         await trusted.close(grace=0.1)

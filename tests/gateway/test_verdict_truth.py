@@ -202,6 +202,7 @@ async def test_5_a_pause_ended_on_its_first_day_costs_that_day(site: Site) -> No
     site.at(0)
     assert await site.send(REAL, OLD_2013) == OK
     site.at(95)
+    site.enforcer.flush()
     services = Services(site.enforcer.store, site.config)
     pause = services.add_pause("default", site.clock().date(), 10, [], "admin", site.clock())
     ended = services.end_pause(pause.id or 0, "admin", site.clock() + timedelta(hours=1))

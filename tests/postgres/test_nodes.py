@@ -27,9 +27,10 @@ HERE = Path(__file__).parent
 
 
 def _first_detected(store: Store, server: str) -> datetime:
-    stored = store.get_server("default", server)
-    assert stored is not None
-    return stored.record.first_detected
+    """The stored first detection, once the node's flusher wrote it (every flush_seconds:
+    the message path itself never writes)."""
+    stored, _ = wait_until(lambda: store.get_server("default", server), timeout=10)
+    return stored.record.first_detected  # type: ignore[no-any-return]
 
 
 def test_same_server_first_seen_on_two_nodes_keeps_one_record_with_the_earliest_time(
@@ -68,14 +69,24 @@ def test_same_server_first_seen_on_two_nodes_keeps_one_record_with_the_earliest_
         th.join(20)
     assert results == ["accept"] * 20
 
-    # the other order: A records it first, B sees it later in real time but earlier by its clock
+    # the other order: A sees it first, B a moment later in real time but earlier by its clock
+    sent_at[("a", "late.contoso.example")] = datetime.now(UTC)
     assert a.send("late.contoso.example", OLD_BUILD) == "accept"
-    first_a = _first_detected(store, "late.contoso.example")
     time.sleep(0.1)
     sent_at[("b", "late.contoso.example")] = datetime.now(UTC)
     assert b.send("late.contoso.example", OLD_BUILD) == "accept"
     servers.append("late.contoso.example")
 
+    def b_sighting_written() -> bool:
+        """Both nodes' flushers wrote (the message path never writes): B's earlier time won."""
+        for name in servers:
+            stored = store.get_server("default", name)
+            b_saw = sent_at[("b", name)] + timedelta(seconds=off_b)
+            if stored is None or (stored.record.first_detected - b_saw).total_seconds() > 0.5:
+                return False
+        return True
+
+    wait_until(b_sighting_written, timeout=10)
     with store.engine.connect() as conn:
         rows = conn.execute(
             text("SELECT fqdn, count(*) FROM servers GROUP BY fqdn HAVING count(*) > 1")
@@ -93,7 +104,6 @@ def test_same_server_first_seen_on_two_nodes_keeps_one_record_with_the_earliest_
             a_saw = sent_at[("a", server)] + timedelta(seconds=off_a)
             assert (a_saw - record.first_detected).total_seconds() > 0.1, server
         assert record.clock_start == record.first_detected  # the clock starts then, too
-    assert first_a > _first_detected(store, "late.contoso.example")
     store.dispose()
 
 

@@ -6,18 +6,23 @@ It wires the pure core's state machine (:func:`~drossel.core.decision.observe`,
 * :class:`~drossel.app.cache.DecisionCache`: a server in steady state costs no database round
   trip; its record, the tenant's pauses and the overrides live in memory, refreshed every
   ``refresh_seconds`` (and at once on PostgreSQL change notifications);
-* :class:`~drossel.app.outage.OutageQueue`: last-seen times and per-day counters are batched and
-  written by :meth:`Enforcer.flush`; while the database is away, changed records are queued as
-  observations too (bounded in memory, spilled to the journal) and replayed in order when it
-  answers again.
+* :class:`~drossel.app.outage.OutageQueue`: the message path never writes to the database.
+  A changed record (first detection, new build or evidence, remediation, regression) is queued
+  as an observation and kept in memory; last-seen times and per-day counters are batched too.
+  :meth:`Enforcer.flush` (run every ``flush_seconds`` by the daemons, in a thread) writes them;
+  while the database is away they stay queued (bounded in memory, spilled to the journal) and
+  are replayed in order when it answers again.
 
-A changed record (first detection, new build or evidence, remediation, regression) is written at
-once when the database answers.  Several nodes on one PostgreSQL keep the earliest first
-detection; a record changed on another node is dropped from the cache on its notification.
+The only database call left on the message path is reading a server that is not in memory; the
+daemons use :meth:`Enforcer.process_async`, which does it in a thread with a timeout, so a slow
+or locked database never stalls SMTP sessions.  Several nodes on one PostgreSQL keep the
+earliest first detection; a record changed on another node is dropped from the cache on its
+notification.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -65,6 +70,18 @@ class ClientInfo:
     helo: str | None = None
     tls_name: str | None = None
     ptr: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A message detected and assessed, waiting for its server's record."""
+
+    detection: Detection
+    facts: ConnectionFacts
+    server: DetectedServer
+    assessment: Assessment
+    key: ServerKey
+    cached: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,50 +249,23 @@ class Enforcer(Generic[StoreT]):
             )
         self._offline = True
 
-    def _lookup(self, key: ServerKey) -> tuple[ServerRecord | None, bool]:
-        """The cached or stored record, and whether it is known (``False``: the database could
-        not be asked and nothing is cached)."""
-        if self.cache.has(key):
-            return self.cache.records[key], key not in self.cache.blind
+    def _read(self, key: ServerKey) -> tuple[ServerRecord | None, bool]:
+        """The stored record, and whether the database could be asked (no lock held: this is
+        the one database round trip of the message path, for a server not in memory)."""
         if self._offline:
             return None, False
         try:
             stored = self.store.get_server(*key)
         except Exception as exc:
-            self._went_offline("read", exc)
+            with self._lock:
+                self._went_offline("read", exc)
             return None, False
-        record = stored.record if stored else None
-        self.cache.put(key, record)
-        return record, True
+        return (stored.record if stored else None), True
 
-    def _write(
-        self, record: ServerRecord, server: DetectedServer, facts: ConnectionFacts, now: datetime
-    ) -> ServerRecord:
-        """Write a changed record now, or queue its observation while the database is away."""
-        if not self._offline:
-            try:
-                return self.store.save_server(record, server.evidence, now).record
-            except Exception as exc:
-                self._went_offline("write", exc)
-        self.queue.observe(
-            Observation(
-                record.tenant,
-                server.server,
-                server.build.short,
-                server.product,
-                server.evidence,
-                now,
-                facts,
-            )
-        )
-        return record
-
-    def process(
-        self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime | None = None
-    ) -> Outcome:
-        """Detect, assess, record and decide for one message."""
-        now = now or self.clock()
-        started = time.perf_counter()
+    def _prepare(
+        self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime
+    ) -> _Pending | Outcome:
+        """Everything up to the record: an :class:`Outcome` when no record is needed."""
         with self._lock:
             if self.auto_refresh:
                 self._maybe_refresh(now)
@@ -287,13 +277,49 @@ class Enforcer(Generic[StoreT]):
                 return Outcome(verdict, detection, facts)
             assessment = self.assessment(server.build, now.date())
             key = (facts.tenant, server.server)
-            old, known = self._lookup(key)
+            return _Pending(detection, facts, server, assessment, key, self.cache.has(key))
+
+    def _finish(
+        self,
+        pending: _Pending,
+        now: datetime,
+        started: float,
+        read: tuple[ServerRecord | None, bool] | None,
+    ) -> Outcome:
+        """Observe, queue the change, decide and count (``read``: what the database said of a
+        server that was not in memory, or ``None`` when it was)."""
+        detection, facts, server, assessment, key = (
+            pending.detection,
+            pending.facts,
+            pending.server,
+            pending.assessment,
+            pending.key,
+        )
+        with self._lock:
+            if self.cache.has(key):  # in memory (meanwhile, maybe): memory is newer
+                old, known = self.cache.records[key], True
+            else:
+                old, known = read if read is not None else (None, False)
             new = _earliest(old, observe(old, facts, server, assessment, now, self.policy), now)
             if _needs_write(old, new):
-                new = self._write(new, server, facts, now)
-            elif new != old:
-                self.queue.touch(key, new.last_seen)
-            self.cache.put(key, new, blind=not known)
+                # written by :meth:`flush` (write-behind, off the message path); the record
+                # stays in memory until then
+                self.queue.observe(
+                    Observation(
+                        facts.tenant,
+                        server.server,
+                        server.build.short,
+                        server.product,
+                        server.evidence,
+                        now,
+                        facts,
+                    )
+                )
+                self.cache.put(key, new, blind=True)
+            else:
+                if new != old:
+                    self.queue.touch(key, new.last_seen)
+                self.cache.put(key, new, blind=key in self.cache.blind)
             if not known and self.config.storage.fail_mode == "tempfail":
                 verdict = _deferred(server, assessment)
             else:
@@ -305,21 +331,68 @@ class Enforcer(Generic[StoreT]):
             self.queue.count((facts.tenant, server.server, now.date(), verdict.action))
         DECISION_SECONDS.observe(time.perf_counter() - started)
         VERDICTS.labels(verdict.action, server.product, str(verdict.stage or 0)).inc()
-        log.info(
-            "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "
-            "evidence=%s tenant=%s client=%s reason=%r",
-            verdict.action,
-            server.server,
-            server.build,
-            assessment.status,
-            verdict.stage,
-            verdict.scheduled_stage,
-            verdict.evidence,
-            facts.tenant,
-            client.addr,
-            verdict.reason,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "
+                "evidence=%s tenant=%s client=%s reason=%r",
+                verdict.action,
+                server.server,
+                server.build,
+                assessment.status,
+                verdict.stage,
+                verdict.scheduled_stage,
+                verdict.evidence,
+                facts.tenant,
+                facts.client_addr,
+                verdict.reason,
+            )
         return Outcome(verdict, detection, facts)
+
+    def process(
+        self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime | None = None
+    ) -> Outcome:
+        """Detect, assess, record and decide for one message (blocking: a server not in memory
+        is read from the database in this thread; CLI and tests)."""
+        now = now or self.clock()
+        started = time.perf_counter()
+        pending = self._prepare(headers, client, now)
+        if isinstance(pending, Outcome):
+            return pending
+        read = None if pending.cached else self._read(pending.key)
+        return self._finish(pending, now, started, read)
+
+    async def process_async(
+        self,
+        headers: Iterable[tuple[str, str]],
+        client: ClientInfo,
+        read_timeout: float,
+        now: datetime | None = None,
+    ) -> Outcome:
+        """:meth:`process` for the event loop: no database call on the loop.  A server not in
+        memory is read in a worker thread for at most ``read_timeout`` seconds; a slow or
+        locked database then counts as unreachable for this message (``[storage]
+        fail_mode``), so it never stalls other sessions.  Changes are written by
+        :meth:`flush`, which the daemons run in a thread."""
+        now = now or self.clock()
+        started = time.perf_counter()
+        pending = self._prepare(headers, client, now)
+        if isinstance(pending, Outcome):
+            return pending
+        read: tuple[ServerRecord | None, bool] | None = None
+        if not pending.cached:
+            try:
+                read = await asyncio.wait_for(
+                    asyncio.to_thread(self._read, pending.key), read_timeout
+                )
+            except TimeoutError:
+                DB_ERRORS.labels("slow-read").inc()
+                log.warning(
+                    "state database slower than %.1fs for %s; deciding from memory",
+                    read_timeout,
+                    pending.key[1],
+                )
+                read = (None, False)
+        return self._finish(pending, now, started, read)
 
     # --- writing batched and queued state -------------------------------------------------
 
@@ -382,9 +455,8 @@ class Enforcer(Generic[StoreT]):
                     len(from_file.observations) + len(taken.observations),
                     len(counts),
                 )
-            if not self.queue.observations:
-                self._offline = False
-                self.cache.blind.clear()
+            self._offline = False
+            self.cache.blind &= self.queue.waiting()
 
     def _replay(self, observations: list[Observation]) -> dict[ServerKey, ServerRecord]:
         """Re-run queued observations against the stored records, in order, and save them."""

@@ -188,6 +188,9 @@ class RealDriver:
 
     def _call(self, at: datetime, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         self.now = at
+        # the daemons' flusher writes queued sightings every second; a state change comes
+        # from an admin, later than that (a per-server pause needs the server on record)
+        self.enforcer.flush()
         try:
             return fn(*args, **kwargs)
         except self._app_error as exc:

@@ -187,14 +187,7 @@ def _clip(
 #: Known differences between the real layer and this model's reading of the SPEC.  Each has a
 #: strict-xfail example in ``test_sequences``; the state machine follows the real layer on them
 #: (``Model(align=...)``) so that it can look for *other* differences.
-KNOWN_DIFFERENCES = {
-    "latest-evidence": "a record's evidence is its latest sighting's, even an unverified one on "
-    "a trusted record: one forged header makes the report show nothing applied",
-    "pauses-summed": "overlapping pauses, and pauses inside a forgiven remediation gap, are "
-    "subtracted from the clock once each instead of once in all",
-    "stopped-clock-stage-1": "an unverified message naming a server whose clock is stopped by "
-    "remediation shows scheduled stage 1, not the stage the server would resume at",
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 class Model:
@@ -268,14 +261,11 @@ class Model:
 
     # --- the clock ----------------------------------------------------------------------
 
-    def scheduled_stage(self, record: Record | None, now: datetime, moving: bool = True) -> int:
-        """The schedule's stage of a vulnerable server at ``now`` (1 without a clock).
-
-        ``moving``: the sighting in question is trusted (so it would resume a stopped clock)."""
+    def scheduled_stage(self, record: Record | None, now: datetime) -> int:
+        """The schedule's stage of a vulnerable server at ``now`` (1 without a clock; a clock
+        stopped by remediation shows the stage it would resume at within the window)."""
         clock = record.clock if record else None
         if clock is None or record is None:
-            return 1
-        if not moving and clock.remediated_at is not None and "stopped-clock-stage-1" in self.align:
             return 1
         window = timedelta(days=self.policy.regression_window_days)
         holes = list(clock.gaps)
@@ -284,29 +274,13 @@ class Model:
                 return 1  # a regression now would start a new clock
             holes.append((clock.remediated_at, now))
         pauses = [p.interval() for p in self.pauses_of(record.tenant, record.server)]
-        if "pauses-summed" in self.align:
-            age = self._summed_age(clock, now, pauses)
-        else:
-            age = _measure((clock.start, now), holes + pauses) if now > clock.start else DAY * 0
+        age = _measure((clock.start, now), holes + pauses) if now > clock.start else DAY * 0
         days = age // DAY
         number = 1
         for index, stage in enumerate(self.policy.stages):
             if days >= stage.start_day:
                 number = index + 1
         return number
-
-    @staticmethod
-    def _summed_age(
-        clock: Clock, now: datetime, pauses: list[tuple[datetime, datetime]]
-    ) -> timedelta:
-        """Known difference "pauses-summed": each pause's overlap with the clock's span is
-        subtracted on its own, after the gaps (so overlaps are subtracted more than once)."""
-        end = min(now, clock.remediated_at) if clock.remediated_at else now
-        if end <= clock.start:
-            return timedelta(0)
-        credit = sum((b - a for a, b in clock.gaps), timedelta(0))
-        paused = sum((b - a for a, b in _clip(pauses, clock.start, end)), timedelta(0))
-        return max(end - clock.start - credit - paused, timedelta(0))
 
     def _advance_clock(
         self, record: Record, vulnerable: bool, applies: bool, now: datetime
@@ -348,8 +322,6 @@ class Model:
         if trusted or not record.trusted:
             record.build, record.evidence, record.via = build, evidence, via
             record.connector_type = connector_type
-        elif "latest-evidence" in self.align:
-            record.evidence, record.via = evidence, via
         if trusted:
             record.trusted = True
             applies = self.applies(status, product, connector_type, trusted)
@@ -372,7 +344,7 @@ class Model:
         p = self.policy
         if not vulnerable:
             return ACCEPT_NOTHING
-        scheduled = self.scheduled_stage(record, now, moving=self.trusted(evidence))
+        scheduled = self.scheduled_stage(record, now)
         not_applied = Answer("accept", None, 0, 0, 0, scheduled, True)
         if p.mode == "off":
             return not_applied

@@ -86,12 +86,7 @@ def pair(request: pytest.FixtureRequest, installations: Callable[[str], Any]) ->
 
 
 #: Known differences in what the services accept (the state machine avoids these requests).
-SERVICE_DIFFERENCES = {
-    "pause-length-capped": "one pause may not last longer than the yearly budget, even across "
-    "New Year where each year's share fits the budget",
-    "end-on-last-day-refused": "ending a pause on its last day (a 1-day pause on its day) is "
-    "refused as a conflict instead of being accepted as ending it today",
-}
+SERVICE_DIFFERENCES: dict[str, str] = {}
 
 
 def known_difference(name: str) -> pytest.MarkDecorator:
@@ -195,7 +190,6 @@ def test_forged_header_does_not_pre_age_the_real_server(pair: Pair) -> None:
     assert EX01 not in pair.report("default", later)  # unseen for 120 days: inactive
 
 
-@known_difference("end-on-last-day-refused")
 def test_one_day_pause_ended_on_its_day_is_accepted(pair: Pair) -> None:
     """SPEC §5: a pause started and ended on the same day costs one day (ending it is fine)."""
     for d in pair.each():
@@ -204,7 +198,6 @@ def test_one_day_pause_ended_on_its_day_is_accepted(pair: Pair) -> None:
         assert d.charged_days("t1", 2026) == 1, d.name
 
 
-@known_difference("pause-length-capped")
 def test_pause_across_new_year_within_each_years_budget(pair: Pair) -> None:
     """The budget is per calendar year (SPEC §5, lead's decision): 31 days of 2026 and 69 of
     2027 fit a 90-day budget in each year, so the 100-day pause is allowed."""
@@ -215,7 +208,6 @@ def test_pause_across_new_year_within_each_years_budget(pair: Pair) -> None:
         assert (d.charged_days("t1", 2026), d.charged_days("t1", 2027)) == (31, 69), d.name
 
 
-@known_difference("pauses-summed")
 def test_pause_inside_a_forgiven_gap_is_not_subtracted_twice(pair: Pair) -> None:
     """Effective age = the clock's span minus the *union* of forgiven gaps and pauses."""
     pair.send(EX01, OLD, connector_client("t1"), START)
@@ -228,7 +220,6 @@ def test_pause_inside_a_forgiven_gap_is_not_subtracted_twice(pair: Pair) -> None
     assert pair.report("t1", back + 10 * DAY)[EX01]["stage"] == 2  # 20 + 10 days
 
 
-@known_difference("latest-evidence")
 def test_forged_sighting_does_not_lift_a_trusted_servers_enforcement(pair: Pair) -> None:
     """A forged header naming a server that is verified in the default tenant is history only:
     the server's mail is still enforced, and its report row says so."""
@@ -243,7 +234,6 @@ def test_forged_sighting_does_not_lift_a_trusted_servers_enforcement(pair: Pair)
     assert (row["stage"], row["block_minutes"], row["evidence"]) == (8, 60, "verified")
 
 
-@known_difference("pauses-summed")
 def test_overlapping_pauses_hold_the_clock_once(pair: Pair) -> None:
     """A tenant-wide and a per-server pause over the same ten days pause the server ten days
     (both are charged to the budget, but the clock stands still only once)."""
@@ -259,7 +249,6 @@ def test_overlapping_pauses_hold_the_clock_once(pair: Pair) -> None:
     assert answer.scheduled_stage == 2  # 30 days and 10 hours
 
 
-@known_difference("stopped-clock-stage-1")
 def test_unverified_message_shows_the_stage_a_stopped_clock_would_resume_at(pair: Pair) -> None:
     """Nothing is applied to an unverified message; what the schedule says for the server is
     where its stopped clock would resume (45 days: stage 3), not a fresh stage 1."""

@@ -97,6 +97,9 @@ def test_end_pause_gives_days_back(client, seeded):  # type: ignore[no-untyped-d
     ended = client.post(f"{PAUSES}/{created['id']}/end", headers=h)
     assert ended.status_code == 200
     assert ended.json()["budget"]["used_days"] == 3
+    again = client.post(f"{PAUSES}/{created['id']}/end", headers=h)  # same day: no change
+    assert again.status_code == 200 and again.json()["budget"]["used_days"] == 3
+    seeded.now = seeded.now + timedelta(days=1)  # its last day is past: nothing to end
     assert client.post(f"{PAUSES}/{created['id']}/end", headers=h).status_code == 409
 
 

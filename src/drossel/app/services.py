@@ -36,6 +36,11 @@ def _server_names(servers: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _is_over(pause: Pause, today: date) -> bool:
+    """Its last day is past, or it was cancelled before it started: it cannot change."""
+    return pause.end <= today or pause.end == pause.start
+
+
 class Services:
     """State changes with their rules, over any :class:`StateStore`."""
 
@@ -82,9 +87,9 @@ class Services:
         today = now.date()
 
         def change(pause: Pause, _others: list[Pause]) -> Pause:
-            # ended before, over, or cancelled: nothing left to end (a pause on its last day
-            # that was not ended yet is ended today, which changes no day)
-            if pause.end <= today or pause.end == pause.start or pause.ended_early:
+            # over (its last day is past) or cancelled: nothing left to end; a pause that is
+            # still in force today (also one ended earlier today) ends today
+            if _is_over(pause, today):
                 raise Conflict(f"pause {pause_id} has already ended")
             return ended_pause(pause, today)
 
@@ -98,7 +103,7 @@ class Services:
         today = now.date()
 
         def change(pause: Pause, others: list[Pause]) -> Pause:
-            if pause.end <= today or pause.end == pause.start or pause.ended_early:
+            if _is_over(pause, today):
                 raise Conflict(f"pause {pause_id} has already ended")
             new = extended_pause(pause, days)
             self._refuse_over_budget(others, new)

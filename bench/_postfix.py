@@ -199,7 +199,11 @@ def run_postfix_throughput(
         _wait_port(sink_port, 10, sink_proc)
 
         cmd = smtp_source_command(
-            smtp_source, f"127.0.0.1:{pf.port}", messages, sessions, msg_file,
+            smtp_source,
+            f"127.0.0.1:{pf.port}",
+            messages,
+            sessions,
+            msg_file,
             reuse_connections=reuse_connections,
         )
 

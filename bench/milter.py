@@ -40,9 +40,19 @@ def start_milter(port: int, workdir: Path, add_header: bool = True) -> subproces
     env["DROSSEL_CONFIG"] = str(config)
     log = (workdir / "milter.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "drossel.cli.main", "milter", "--listen",
-         f"inet:127.0.0.1:{port}", "--db", f"sqlite:///{workdir / 'state.db'}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "drossel.cli.main",
+            "milter",
+            "--listen",
+            f"inet:127.0.0.1:{port}",
+            "--db",
+            f"sqlite:///{workdir / 'state.db'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -60,8 +70,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--no-header", action="store_true",
-                        help="run drossel with [milter] add_header = false")
+    parser.add_argument(
+        "--no-header", action="store_true", help="run drossel with [milter] add_header = false"
+    )
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -74,7 +85,9 @@ def main() -> int:
         cpu_before = _cpu_seconds(milter.pid)
         try:
             with_milter = run_postfix_throughput(
-                f"inet:127.0.0.1:{port}", args.messages, args.sessions,
+                f"inet:127.0.0.1:{port}",
+                args.messages,
+                args.sessions,
                 milter_default_action="tempfail",
             )
             cpu = _cpu_seconds(milter.pid) - cpu_before

@@ -77,9 +77,19 @@ class DrosselMilter:
         env["DROSSEL_NOW"] = now.isoformat()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "drossel.cli.main", "milter",
-                 "--listen", f"inet:127.0.0.1:{self.port}", "--db", f"sqlite:///{self.db}"],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "drossel.cli.main",
+                    "milter",
+                    "--listen",
+                    f"inet:127.0.0.1:{self.port}",
+                    "--db",
+                    f"sqlite:///{self.db}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -116,7 +126,9 @@ def milter(tmp_path: Path) -> Iterator[DrosselMilter]:
 def drossel_cli(db: Path, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "drossel.cli.main", *args, "--db", f"sqlite:///{db}"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")},
     )
     assert result.returncode == 0, result.stderr
@@ -151,8 +163,11 @@ def test_client_sees_stage_1_throttle_and_block_replies(
     assert blocked.value.smtp_code == 550
     assert blocked.value.smtp_error.decode() == BLOCK_TEXT
     # A current Exchange SE server behind the same relay is never refused.
-    postfix.send(exchange_message("current", server="ex02.contoso.example",
-                                  build="15.2.2562.53"), AUTHOR, ["bob@remote.example"])
+    postfix.send(
+        exchange_message("current", server="ex02.contoso.example", build="15.2.2562.53"),
+        AUTHOR,
+        ["bob@remote.example"],
+    )
     assert len(sink.wait_for(2, timeout=20)) == 2
 
     # When the client is the blocked server itself (HELO ex01...), its next connection is

@@ -14,6 +14,7 @@ import logging
 from drossel.config import MilterConfig
 from drossel.core.decision import Verdict
 from drossel.engine import ClientInfo, Enforcer
+from drossel.milter import evidence
 from drossel.milter.policy import CONTINUE_VERDICT, Action, MessageContext, MilterVerdict
 from drossel.milter.server import start_milter_server
 from drossel.runtime import run_flusher
@@ -22,13 +23,8 @@ log = logging.getLogger("drossel.milter")
 
 
 def client_info(ctx: MessageContext) -> ClientInfo:
-    macros = ctx.macros
-    return ClientInfo(
-        addr=macros.get("client_addr") or ctx.client_addr,
-        name=macros.get("client_name") or ctx.client_name,
-        helo=ctx.helo,
-        tls_name=macros.get("cert_subject") or None,
-    )
+    """The evidence the MTA gave about the client (see :mod:`drossel.milter.evidence`)."""
+    return evidence.client_info(ctx.macros, connect_addr=ctx.client_addr, helo=ctx.helo)
 
 
 def to_milter(verdict: Verdict) -> MilterVerdict:

@@ -70,6 +70,7 @@ from drossel.milter.commands import (
     Unknown,
     parse_command,
 )
+from drossel.milter.evidence import CLIENT_MACROS, TLS_MACROS
 from drossel.milter.framing import Packet, ProtocolError
 from drossel.milter.policy import (
     CONTINUE_VERDICT,
@@ -100,13 +101,17 @@ WANTED_STEPS: Final = (
 )
 
 #: Macros requested per stage.  Postfix replaces *all* its stage lists once a
-#: filter sends any, so every stage we care about is listed.  ``i`` (queue id)
-#: is asked for repeatedly because Postfix may assign it only after the first
-#: accepted RCPT (smtpd_delay_open_until_valid_rcpt).
+#: filter sends any, so every stage we care about is listed.  The client evidence
+#: (:mod:`.evidence`) is asked for at CONNECT and again at MAIL: every Postfix
+#: macro it needs is available at both, the TLS ones only after STARTTLS (so at
+#: HELO/MAIL, not CONNECT), and MAIL is the stage every message passes even when
+#: the client skips HELO.  ``i`` (queue id) is asked for repeatedly because
+#: Postfix may assign it only after the first accepted RCPT
+#: (smtpd_delay_open_until_valid_rcpt).
 DEFAULT_MACRO_REQUESTS: Final[Mapping[int, str]] = {
-    SMFIM_CONNECT: "j {daemon_name} {client_addr} {client_name}",
-    SMFIM_HELO: "{tls_version} {cert_subject}",
-    SMFIM_ENVFROM: "i {tls_version} {cert_subject}",
+    SMFIM_CONNECT: f"j {{daemon_name}} {CLIENT_MACROS}",
+    SMFIM_HELO: TLS_MACROS,
+    SMFIM_ENVFROM: f"i {CLIENT_MACROS} {TLS_MACROS}",
     SMFIM_ENVRCPT: "i",
     SMFIM_EOH: "i",
     SMFIM_EOM: "i",

@@ -93,3 +93,14 @@ MACRO_MAIL_SENDMAIL_OK: Final = (
     b"\x00\x00\x00JDMi\x00q1\x00{verify}\x00OK\x00{cert_subject}\x00"
     b"/C=DE/O=Contoso/CN=Mail.Contoso.Example\x00"
 )
+
+# --- forged verdict headers (issue 10): a sender writes drossel's header itself -----------
+HDR_FORGED_DROSSEL: Final = (
+    b"\x00\x00\x00TLX-Drossel\x00server=ex01.contoso.example; build=15.2.2562.53;"
+    b" status=current; stage=0\x00"
+)
+HDR_FORGED_DROSSEL_LOWER: Final = b"\x00\x00\x00\x12Lx-drossel\x00forged\x00"
+# SMFIR_CHGHEADER, index 2 then 1, empty value = delete
+R_DELETE_DROSSEL_2: Final = b"\x00\x00\x00\x10m\x00\x00\x00\x02X-Drossel\x00\x00"
+R_DELETE_DROSSEL_1: Final = b"\x00\x00\x00\x10m\x00\x00\x00\x01X-Drossel\x00\x00"
+R_ADDHEADER_DROSSEL: Final = b"\x00\x00\x00 hX-Drossel\x00server=ex01; stage=1\x00"

@@ -47,12 +47,14 @@ SMFIR_ACCEPT: Final = b"a"
 SMFIR_CONTINUE: Final = b"c"
 SMFIR_ADDHEADER: Final = b"h"
 SMFIR_INSHEADER: Final = b"i"
+SMFIR_CHGHEADER: Final = b"m"
 SMFIR_REJECT: Final = b"r"
 SMFIR_TEMPFAIL: Final = b"t"
 SMFIR_REPLYCODE: Final = b"y"
 
 # --- actions the filter may request (SMFIF_*) -------------------------------
 SMFIF_ADDHDRS: Final = 0x0001
+SMFIF_CHGHDRS: Final = 0x0010
 SMFIF_SETSYMLIST: Final = 0x0100
 
 # --- protocol steps (SMFIP_*) ------------------------------------------------
@@ -474,6 +476,24 @@ class InsertHeader:
             SMFIR_INSHEADER,
             _U32.pack(self.index) + _encode(name) + b"\0" + _encode(value) + b"\0",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteHeader:
+    """SMFIR_CHGHEADER with an empty value: delete the ``index``-th (1-based) ``name`` header.
+
+    The index counts only headers of that name, as the MTA showed them to us; deleting the
+    highest index first keeps the lower ones valid whether or not the MTA renumbers.
+    """
+
+    index: int
+    name: str
+
+    def encode(self) -> bytes:
+        if self.index < 1:
+            raise ValueError(f"header index must be 1 or more, got {self.index}")
+        name = check_header_name(self.name)
+        return encode_packet(SMFIR_CHGHEADER, _U32.pack(self.index) + _encode(name) + b"\0\0")
 
 
 @dataclass(frozen=True, slots=True)

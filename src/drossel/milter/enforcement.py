@@ -68,6 +68,8 @@ async def serve_milter(enforcer: Enforcer, config: MilterConfig, stop: asyncio.E
         config.listen,
         read_timeout=config.read_timeout,
         on_policy_error=config.on_policy_error,
+        # Only drossel writes its verdict header: forged copies go, with or without ours.
+        strip_headers=(config.header_name,),
     )
     flusher = asyncio.create_task(run_flusher(enforcer, stop))
     try:

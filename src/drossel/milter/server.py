@@ -24,7 +24,7 @@ import os
 import socket
 import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -460,6 +460,7 @@ async def start_milter_server(
     shutdown_grace: float = 10.0,
     read_size: int = DEFAULT_READ_SIZE,
     backlog: int = DEFAULT_BACKLOG,
+    strip_headers: Iterable[str] = (),
 ) -> MilterServer:
     """Listen on ``listen`` and serve the milter protocol with ``policy``.
 
@@ -469,10 +470,13 @@ async def start_milter_server(
     (30 s) so a slow policy yields ``on_policy_error`` instead of a dropped
     connection.  ``read_size`` is the socket read chunk (tests vary it).  ``backlog``
     is the listen queue: a busy Postfix opens a milter connection per SMTP session.
+    ``strip_headers`` names headers whose incoming copies every session deletes (see
+    :class:`~drossel.milter.session.MilterSession`).
     """
     if on_policy_error not in ("continue", "tempfail"):
         raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
     address = parse_listen(listen)
+    strip = tuple(strip_headers)
     server_ref: list[MilterServer] = []
 
     def new_session(peer: str) -> MilterSession:
@@ -481,6 +485,7 @@ async def start_milter_server(
             on_policy_error=on_policy_error,
             policy_timeout=policy_timeout,
             peer=peer,
+            strip_headers=strip,
         )
 
     def new_connection() -> _Connection:

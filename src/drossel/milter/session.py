@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from types import CoroutineType
 from typing import Any, Final, cast
 
@@ -29,6 +29,7 @@ from drossel.milter.commands import (
     REJECT,
     SMFIC_MAIL,
     SMFIF_ADDHDRS,
+    SMFIF_CHGHDRS,
     SMFIF_SETSYMLIST,
     SMFIM_CONNECT,
     SMFIM_ENVFROM,
@@ -55,6 +56,7 @@ from drossel.milter.commands import (
     Command,
     Connect,
     Data,
+    DeleteHeader,
     EndOfBody,
     EndOfHeaders,
     Header,
@@ -68,6 +70,7 @@ from drossel.milter.commands import (
     Rcpt,
     ReplyCode,
     Unknown,
+    check_header_name,
     parse_command,
 )
 from drossel.milter.evidence import CLIENT_MACROS, TLS_MACROS
@@ -168,7 +171,11 @@ class MilterSession:
         policy_timeout: float | None = 20.0,
         macro_requests: Mapping[int, str] = DEFAULT_MACRO_REQUESTS,
         peer: str = "-",
+        strip_headers: Iterable[str] = (),
     ) -> None:
+        """``strip_headers``: header names (any case) whose copies in incoming mail are
+        deleted at end of message, e.g. drossel's own verdict header, which only drossel
+        may write (SPEC §3); needs the MTA to allow SMFIF_CHGHDRS."""
         if on_policy_error not in ("continue", "tempfail"):
             raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
         self.policy = policy
@@ -176,6 +183,8 @@ class MilterSession:
         self.policy_timeout = policy_timeout
         self.macro_requests = dict(macro_requests)
         self.peer = peer
+        #: lower-case name -> the name as configured (used in the delete request)
+        self.strip_headers = {check_header_name(n).lower(): n for n in strip_headers}
         self.closed = False
         self.negotiated = False
         self.version = 0
@@ -200,6 +209,8 @@ class MilterSession:
         self._headers: list[tuple[str, str]] = []
         self._pending_headers: list[bytes] = []
         self._eob_reply = CONTINUE
+        #: incoming copies of each ``strip_headers`` name (lower case) in this message
+        self._strip_counts: dict[str, int] = {}
 
     def macros(self) -> dict[str, str]:
         """All macros of the connection and current message, latest wins."""
@@ -261,6 +272,10 @@ class MilterSession:
             if not self.negotiated:
                 raise ProtocolError("Header received before OPTNEG")
             self._headers.append((cmd.name, cmd.value))
+            if self.strip_headers:
+                lower = cmd.name.lower()
+                if lower in self.strip_headers:
+                    self._strip_counts[lower] = self._strip_counts.get(lower, 0) + 1
             return self._unless(SMFIP_NR_HDR, CONTINUE)
         if isinstance(cmd, OptNeg):
             return self._negotiate(cmd)
@@ -310,7 +325,8 @@ class MilterSession:
         if cmd.version < MIN_MTA_VERSION:
             raise ProtocolError(f"OPTNEG: unsupported MTA protocol version {cmd.version}")
         self.version = min(cmd.version, MILTER_VERSION)
-        self.actions = WANTED_ACTIONS & cmd.actions
+        wanted = WANTED_ACTIONS | (SMFIF_CHGHDRS if self.strip_headers else 0)
+        self.actions = wanted & cmd.actions
         self.steps = WANTED_STEPS & cmd.protocol
         self.negotiated = True
         self._reset_connection()
@@ -398,16 +414,35 @@ class MilterSession:
     async def _on_eoh(self) -> bytes:
         verdict = await self._ask("on_end_of_headers", self.policy.on_end_of_headers)
         reply = self._final_reply(verdict)
-        if verdict.action in ("continue", "accept") and verdict.add_headers:
-            pending = self._encode_headers(verdict.add_headers)
+        if verdict.action in ("continue", "accept"):
+            # Deletions first: our own header must never be taken for a forged one.
+            pending = self._encode_deletions() + self._encode_headers(verdict.add_headers)
             if pending:
-                # Headers can only be added at end of body: continue now.
+                # Headers can only be changed at end of body: continue now.
                 self._pending_headers = pending
                 self._eob_reply = reply
                 reply = CONTINUE
         return self._unless(SMFIP_NR_EOH, reply)
 
+    def _encode_deletions(self) -> list[bytes]:
+        if not self._strip_counts:
+            return []
+        if not self.actions & SMFIF_CHGHDRS:
+            log.warning(
+                "milter %s: MTA did not allow changing headers; cannot remove forged %s",
+                self.peer,
+                ", ".join(self.strip_headers[n] for n in self._strip_counts),
+            )
+            return []
+        return [
+            DeleteHeader(index, self.strip_headers[lower]).encode()
+            for lower, count in self._strip_counts.items()
+            for index in range(count, 0, -1)
+        ]
+
     def _encode_headers(self, headers: tuple[tuple[str, str], ...]) -> list[bytes]:
+        if not headers:
+            return []
         if not self.actions & SMFIF_ADDHDRS:
             log.warning(
                 "milter %s: MTA did not allow adding headers; dropping %d", self.peer, len(headers)

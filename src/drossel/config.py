@@ -54,6 +54,17 @@ class MilterConfig(_Section):
     early_refusal: bool = True
     read_timeout: float = Field(default=30.0, gt=0)
     on_policy_error: Literal["continue", "tempfail"] = "continue"
+    #: Close a milter connection on which the MTA sent nothing for this long.  Above
+    #: Postfix's smtpd_timeout (300 s), so a slow but live SMTP client is dropped by Postfix
+    #: first, never by us; a dead MTA connection is still freed within minutes, not hours.
+    idle_timeout: float = Field(default=330.0, gt=0, le=3600)
+    #: Concurrent MTA connections; more are closed at once (Postfix then applies its
+    #: milter default_action).  Postfix opens one per SMTP session (default_process_limit 100).
+    max_connections: int = Field(default=512, ge=1)
+    #: What is kept of a message's headers: the Received: lines only, at most this many ...
+    max_received_headers: int = Field(default=200, ge=1)
+    #: ... and at most this many characters of them in total (longer lines are cut).
+    max_received_bytes: int = Field(default=65536, ge=1024)
 
 
 class GatewayConfig(_Section):

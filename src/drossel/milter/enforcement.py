@@ -67,6 +67,10 @@ async def serve_milter(enforcer: Enforcer, config: MilterConfig, stop: asyncio.E
         EnforcementPolicy(enforcer, config),
         config.listen,
         read_timeout=config.read_timeout,
+        idle_timeout=config.idle_timeout,
+        max_connections=config.max_connections,
+        max_kept_headers=config.max_received_headers,
+        max_kept_bytes=config.max_received_bytes,
         on_policy_error=config.on_policy_error,
         # Only drossel writes its verdict header: forged copies go, with or without ours.
         strip_headers=(config.header_name,),

@@ -11,7 +11,14 @@ Timeouts: ``read_timeout`` bounds every read while the MTA owes us bytes
 Between packets the MTA is legitimately silent while its SMTP client thinks
 or uploads the message (Postfix's smtpd_timeout is 300 s per command and the
 headers only arrive after the whole DATA transfer), so waiting for the next
-packet uses the longer ``idle_timeout``.
+packet uses the longer ``idle_timeout`` (default 330 s: above Postfix's
+smtpd_timeout of 300 s, so Postfix gives up on a silent SMTP client first).
+
+Resources: at most ``max_connections`` connections are served at once (more
+are closed straight away and logged; Postfix applies its milter default
+action), and each session keeps only a bounded part of each message (see
+:class:`~drossel.milter.session.MilterSession`), so memory does not grow with
+what senders write.
 """
 
 from __future__ import annotations
@@ -31,11 +38,16 @@ from typing import Any, Literal
 from drossel.milter.commands import EndOfHeaders, Rcpt
 from drossel.milter.framing import DEFAULT_MAX_PACKET, Packet, PacketDecoder, ProtocolError
 from drossel.milter.policy import MilterPolicy, OnPolicyError
-from drossel.milter.session import MilterSession
+from drossel.milter.session import (
+    DEFAULT_MAX_KEPT_BYTES,
+    DEFAULT_MAX_KEPT_HEADERS,
+    MilterSession,
+)
 
 log = logging.getLogger("drossel.milter")
 
-DEFAULT_IDLE_TIMEOUT = 3600.0
+DEFAULT_IDLE_TIMEOUT = 330.0
+DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_READ_SIZE = 65536
 DEFAULT_BACKLOG = 1024
 
@@ -104,13 +116,34 @@ class MilterServer(asyncio.AbstractServer):
     """
 
     def __init__(
-        self, server: asyncio.Server, unix_path: str | None, shutdown_grace: float
+        self,
+        server: asyncio.Server,
+        unix_path: str | None,
+        shutdown_grace: float,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._server = server
         self._unix_path = unix_path
         self._unix_inode: int | None = os.stat(unix_path).st_ino if unix_path else None
         self.shutdown_grace = shutdown_grace
         self.connections: set[asyncio.Task[Any]] = set()
+        self.max_connections = max_connections
+        #: connections refused because ``max_connections`` were open
+        self.refused = 0
+
+    def admit(self) -> bool:
+        """Whether one more connection may be served now (counts and logs a refusal)."""
+        if len(self.connections) < self.max_connections:
+            return True
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning(
+                "milter: %d connections open (max_connections); refusing new ones "
+                "(%d refused so far), Postfix applies its milter default_action",
+                len(self.connections),
+                self.refused,
+            )
+        return False
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -196,6 +229,11 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self._server and not self._server[0].admit():
+            self.session = None
+            self._error = ConnectionRefusedError("too many connections")
+            transport.abort()
+            return
         self.transport = transport
         self.session = self._session_factory(_peer_name(transport))
         self._closed = self._loop.create_future()
@@ -461,6 +499,9 @@ async def start_milter_server(
     read_size: int = DEFAULT_READ_SIZE,
     backlog: int = DEFAULT_BACKLOG,
     strip_headers: Iterable[str] = (),
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
+    max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
 ) -> MilterServer:
     """Listen on ``listen`` and serve the milter protocol with ``policy``.
 
@@ -486,6 +527,8 @@ async def start_milter_server(
             policy_timeout=policy_timeout,
             peer=peer,
             strip_headers=strip,
+            max_kept_headers=max_kept_headers,
+            max_kept_bytes=max_kept_bytes,
         )
 
     def new_connection() -> _Connection:
@@ -516,7 +559,7 @@ async def start_milter_server(
             reuse_address=True,
             backlog=backlog,
         )
-    wrapped = MilterServer(server, address.path, shutdown_grace)
+    wrapped = MilterServer(server, address.path, shutdown_grace, max_connections)
     server_ref.append(wrapped)
     for sock in server.sockets:
         log.info("milter listening on %s", sock.getsockname())

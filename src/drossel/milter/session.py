@@ -120,6 +120,13 @@ DEFAULT_MACRO_REQUESTS: Final[Mapping[int, str]] = {
     SMFIM_EOM: "i",
 }
 
+#: Headers kept for the policy: detection reads only ``Received:`` lines.
+DEFAULT_KEEP_HEADERS: Final = ("Received",)
+#: At most this many kept headers per message (detection stops at 200 hops anyway) ...
+DEFAULT_MAX_KEPT_HEADERS: Final = 200
+#: ... and at most this many characters of kept header names and values in total.
+DEFAULT_MAX_KEPT_BYTES: Final = 64 * 1024
+
 _CONNECTION_STAGES: Final = frozenset({b"C", b"H"})
 _ACTIONS: Final = frozenset({"continue", "accept", "tempfail", "reject"})
 
@@ -172,10 +179,21 @@ class MilterSession:
         macro_requests: Mapping[int, str] = DEFAULT_MACRO_REQUESTS,
         peer: str = "-",
         strip_headers: Iterable[str] = (),
+        keep_headers: Iterable[str] = DEFAULT_KEEP_HEADERS,
+        max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
+        max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
     ) -> None:
         """``strip_headers``: header names (any case) whose copies in incoming mail are
         deleted at end of message, e.g. drossel's own verdict header, which only drossel
-        may write (SPEC §3); needs the MTA to allow SMFIF_CHGHDRS."""
+        may write (SPEC §3); needs the MTA to allow SMFIF_CHGHDRS.
+
+        Memory per message is bounded whatever the sender writes: of all headers only the
+        ``keep_headers`` names are kept for the policy, the first ``max_kept_headers`` of
+        them and no more than ``max_kept_bytes`` characters in total (a longer value is cut,
+        later ones are dropped).  Of the ``strip_headers`` only a count is kept.
+        """
+        if max_kept_headers < 0 or max_kept_bytes < 0:
+            raise ValueError("header limits must not be negative")
         if on_policy_error not in ("continue", "tempfail"):
             raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
         self.policy = policy
@@ -185,6 +203,9 @@ class MilterSession:
         self.peer = peer
         #: lower-case name -> the name as configured (used in the delete request)
         self.strip_headers = {check_header_name(n).lower(): n for n in strip_headers}
+        self.keep_headers = frozenset(check_header_name(n).lower() for n in keep_headers)
+        self.max_kept_headers = max_kept_headers
+        self.max_kept_bytes = max_kept_bytes
         self.closed = False
         self.negotiated = False
         self.version = 0
@@ -207,6 +228,8 @@ class MilterSession:
         self._mail_from: str | None = None
         self._recipients: list[str] = []
         self._headers: list[tuple[str, str]] = []
+        self._kept_bytes = 0
+        self._dropped_headers = 0
         self._pending_headers: list[bytes] = []
         self._eob_reply = CONTINUE
         #: incoming copies of each ``strip_headers`` name (lower case) in this message
@@ -271,11 +294,11 @@ class MilterSession:
         if isinstance(cmd, Header):
             if not self.negotiated:
                 raise ProtocolError("Header received before OPTNEG")
-            self._headers.append((cmd.name, cmd.value))
-            if self.strip_headers:
-                lower = cmd.name.lower()
-                if lower in self.strip_headers:
-                    self._strip_counts[lower] = self._strip_counts.get(lower, 0) + 1
+            lower = cmd.name.lower()
+            if lower in self.keep_headers:
+                self._keep(cmd)
+            elif lower in self.strip_headers:
+                self._strip_counts[lower] = self._strip_counts.get(lower, 0) + 1
             return self._unless(SMFIP_NR_HDR, CONTINUE)
         if isinstance(cmd, OptNeg):
             return self._negotiate(cmd)
@@ -318,6 +341,24 @@ class MilterSession:
             case Unknown():
                 return self._unless(SMFIP_NR_UNKN, CONTINUE)
         raise ProtocolError(f"unhandled command {cmd!r}")  # pragma: no cover
+
+    def _keep(self, header: Header) -> None:
+        room = self.max_kept_bytes - self._kept_bytes - len(header.name)
+        if len(self._headers) >= self.max_kept_headers or room <= 0:
+            if not self._dropped_headers:
+                log.info(
+                    "milter %s: header limit reached (%d headers, %d characters); "
+                    "ignoring further %s headers of this message",
+                    self.peer,
+                    len(self._headers),
+                    self._kept_bytes,
+                    header.name,
+                )
+            self._dropped_headers += 1
+            return
+        value = header.value if len(header.value) <= room else header.value[:room]
+        self._kept_bytes += len(header.name) + len(value)
+        self._headers.append((header.name, value))
 
     # -- negotiation -------------------------------------------------------------
 

@@ -51,15 +51,13 @@ BODYEOB: Final = b"\x00\x00\x00\x01E"
 ABORT: Final = b"\x00\x00\x00\x01A"
 QUIT: Final = b"\x00\x00\x00\x01Q"
 
-# v6, ADDHDRS|SETSYMLIST, NOBODY|NODATA|NOUNKNOWN + NR_{CONN,HELO,MAIL,DATA,UNKN,HDR,BODY};
-# macro lists: client evidence at CONNECT and MAIL, TLS evidence at HELO and MAIL
+# v6, ADDHDRS|SETSYMLIST, NOCONNECT|NOBODY|NODATA|NOUNKNOWN + NR_{CONN,HELO,MAIL,DATA,UNKN,
+# HDR,BODY}; macro lists: client and TLS evidence at MAIL, the queue id at end of message
 R_OPTNEG: Final = (
-    b"\x00\x00\x00\xf7O\x00\x00\x00\x06\x00\x00\x01\x01\x00\x0bs\x90"
-    b"\x00\x00\x00\x00j {daemon_name} {client_addr} {client_name} {client_ptr}\x00"
-    b"\x00\x00\x00\x01{tls_version} {cert_subject} {cert_issuer} {verify}\x00"
-    b"\x00\x00\x00\x02i {client_addr} {client_name} {client_ptr} {tls_version} {cert_subject}"
+    b"\x00\x00\x00tO\x00\x00\x00\x06\x00\x00\x01\x01\x00\x0bs\x91"
+    b"\x00\x00\x00\x02{client_addr} {client_name} {client_ptr} {tls_version} {cert_subject}"
     b" {cert_issuer} {verify}\x00"
-    b"\x00\x00\x00\x03i\x00\x00\x00\x00\x05i\x00\x00\x00\x00\x06i\x00"
+    b"\x00\x00\x00\x05i\x00"
 )
 R_CONTINUE: Final = b"\x00\x00\x00\x01c"
 R_ACCEPT: Final = b"\x00\x00\x00\x01a"

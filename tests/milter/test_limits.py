@@ -73,7 +73,8 @@ async def test_connections_beyond_the_cap_are_closed_and_later_ones_served() -> 
     try:
         for reader, writer in held:  # both are served
             writer.write(mb.OPTNEG)
-            assert await reader.readexactly(len(mb.R_OPTNEG)) == mb.R_OPTNEG
+            async with asyncio.timeout(5):
+                assert await reader.readexactly(len(mb.R_OPTNEG)) == mb.R_OPTNEG
         reader, writer = await asyncio.open_connection(host, port)
         async with asyncio.timeout(5):
             assert await reader.read() == b""  # the third is closed without a word

@@ -195,12 +195,33 @@ class Data:
     """SMFIC_DATA: the client sent DATA."""
 
 
-@dataclass(frozen=True, slots=True)
 class Header:
-    """SMFIC_HEADER: one header; folded lines are joined by ``\\n``."""
+    """SMFIC_HEADER: one header; folded lines are joined by ``\\n``.
 
-    name: str
-    value: str
+    The value is kept as bytes and decoded only when asked for: most headers of a message
+    are merely looked at by name and dropped, and a header can be up to a megabyte.
+    """
+
+    __slots__ = ("name", "raw_value")
+
+    def __init__(self, name: str, value: str | bytes) -> None:
+        self.name = name
+        self.raw_value = _encode(value) if isinstance(value, str) else value
+
+    @property
+    def value(self) -> str:
+        return _decode(self.raw_value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Header):
+            return NotImplemented
+        return (self.name, self.raw_value) == (other.name, other.raw_value)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.raw_value))
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.value!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,10 +344,17 @@ _SIMPLE: Final[dict[bytes, tuple[str, Command]]] = {
 
 
 def _parse_header(payload: bytes) -> Header:
-    name, value = _exact_cstrings(payload, 2, "HEADER")
-    if not name:
+    # Same checks as _exact_cstrings(payload, 2), without decoding the value.
+    end = len(payload) - 1
+    nul = payload.find(b"\0")
+    if nul < 0 or payload[end] != 0:
+        raise ProtocolError("HEADER: payload is not NUL-terminated")
+    if nul == end or payload.find(b"\0", nul + 1) != end:
+        parts = payload.count(b"\0")
+        raise ProtocolError(f"HEADER: expected 2 NUL-terminated strings, got {parts}")
+    if not nul:
         raise ProtocolError("HEADER: empty header name")
-    return Header(name, value)
+    return Header(_decode(payload[:nul]), payload[nul + 1 : end])
 
 
 def parse_command(packet: Packet) -> Command:

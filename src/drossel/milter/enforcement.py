@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from drossel.config import MilterConfig
 from drossel.core.decision import Verdict
@@ -37,18 +38,42 @@ def to_milter(verdict: Verdict) -> MilterVerdict:
 class EnforcementPolicy:
     """Implements :class:`drossel.milter.policy.MilterPolicy` with the engine."""
 
+    #: Distinct clients whose evidence is remembered (cleared when full).
+    CLIENT_CACHE = 4096
+
     def __init__(self, enforcer: Enforcer, config: MilterConfig) -> None:
         self.enforcer = enforcer
         self.config = config
+        self._clients: dict[tuple[str | None, ...], ClientInfo] = {}
+
+    def client(self, ctx: MessageContext) -> ClientInfo:
+        """:func:`client_info`, remembered: it is asked at RCPT and again at end of headers,
+        and the same clients come back all day."""
+        macros = ctx.macros
+        key = (
+            macros.get("client_addr"),
+            macros.get("client_name"),
+            macros.get("client_ptr"),
+            macros.get("cert_subject"),
+            macros.get("verify"),
+            ctx.client_addr,
+            ctx.helo,
+        )
+        info = self._clients.get(key)
+        if info is None:
+            if len(self._clients) >= self.CLIENT_CACHE:
+                self._clients.clear()
+            info = self._clients[key] = client_info(ctx)
+        return info
 
     async def on_recipient(self, ctx: MessageContext) -> MilterVerdict:
         if not self.config.early_refusal:
             return CONTINUE_VERDICT
-        verdict = self.enforcer.early_block(client_info(ctx))
+        verdict = self.enforcer.early_block(self.client(ctx))
         return CONTINUE_VERDICT if verdict is None else to_milter(verdict)
 
     async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
-        outcome = self.enforcer.process(ctx.headers, client_info(ctx))
+        outcome = self.enforcer.process(ctx.headers, self.client(ctx))
         verdict = outcome.verdict
         reply = to_milter(verdict)
         if reply.action == "accept" and self.config.add_header and verdict.server is not None:
@@ -61,8 +86,14 @@ class EnforcementPolicy:
         return reply
 
 
-async def serve_milter(enforcer: Enforcer, config: MilterConfig, stop: asyncio.Event) -> None:
-    """Serve the milter on ``config.listen`` until ``stop`` is set; flush state on the way out."""
+async def serve_milter(
+    enforcer: Enforcer,
+    config: MilterConfig,
+    stop: asyncio.Event,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve the milter on ``config.listen`` (or the listening ``sock`` a worker was given)
+    until ``stop`` is set; flush state on the way out."""
     server = await start_milter_server(
         EnforcementPolicy(enforcer, config),
         config.listen,
@@ -74,6 +105,9 @@ async def serve_milter(enforcer: Enforcer, config: MilterConfig, stop: asyncio.E
         on_policy_error=config.on_policy_error,
         # Only drossel writes its verdict header: forged copies go, with or without ours.
         strip_headers=(config.header_name,),
+        # Without early refusal on_recipient always continues: no RCPT round trip at all.
+        recipient_step=config.early_refusal,
+        sock=sock,
     )
     flusher = asyncio.create_task(run_flusher(enforcer, stop))
     try:

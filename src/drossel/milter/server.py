@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from drossel.milter.commands import EndOfHeaders, Rcpt
 from drossel.milter.framing import DEFAULT_MAX_PACKET, Packet, PacketDecoder, ProtocolError
 from drossel.milter.policy import MilterPolicy, OnPolicyError
 from drossel.milter.session import (
@@ -88,7 +87,7 @@ def parse_listen(listen: str) -> ListenAddress:
     return ListenAddress("inet6" if kind == "inet6" else "inet", host=host, port=int(port_text))
 
 
-def _remove_stale_socket(path: str) -> None:
+def remove_stale_socket(path: str) -> None:
     """Unlink a leftover socket file, but never a live socket or a non-socket."""
     try:
         st = os.lstat(path)
@@ -292,27 +291,29 @@ class _Connection(asyncio.BufferedProtocol):
         for index, packet in enumerate(packets):
             try:
                 result = session.handle_nowait(packet)
+                # A policy call (RCPT, end of headers) is answered here too, unless the
+                # policy suspends ...
+                reply = result if isinstance(result, bytes) else session.decide_now(result)
             except Exception as exc:
                 self._write(out)
                 self._fail(exc)
                 return
-            if isinstance(result, bytes):
-                if result:
-                    out.append(result)
-                if session.closed:
-                    if index + 1 < len(packets) or self.decoder.buffered:
-                        log.debug("milter %s: ignoring bytes after QUIT", session.peer)
-                    self._write(out)
-                    self._wake()
-                    return
-                continue
-            # A policy call: the task takes over from here, in order.
-            self._write(out)
-            self._busy = True
-            self._queue.append(_Pending(result))
-            self._enqueue(packets[index + 1 :])
-            self._wake()
-            return
+            if reply is None:
+                # ... else the task takes over from here, in order.
+                self._write(out)
+                self._busy = True
+                self._queue.append(_PENDING)
+                self._enqueue(packets[index + 1 :])
+                self._wake()
+                return
+            if reply:
+                out.append(reply)
+            if session.closed:
+                if index + 1 < len(packets) or self.decoder.buffered:
+                    log.debug("milter %s: ignoring bytes after QUIT", session.peer)
+                self._write(out)
+                self._wake()
+                return
         self._write(out)
         self._arm_for_next_read()
 
@@ -423,7 +424,7 @@ class _Connection(asyncio.BufferedProtocol):
                 if isinstance(item, _Pending):
                     self._write(out)  # earlier replies go out before the policy runs
                     out = []
-                    reply = await session.handle_command(item.command)
+                    reply = await session.resume()
                 else:
                     self._queued_bytes -= len(item.payload)
                     reply = await session.handle(item)
@@ -470,12 +471,12 @@ class _Connection(asyncio.BufferedProtocol):
 
 
 class _Pending:
-    """A parsed command that needs the policy, queued for the connection's task."""
+    """Queue marker: the session holds a suspended policy call for the task to finish."""
 
-    __slots__ = ("command",)
+    __slots__ = ()
 
-    def __init__(self, command: Rcpt | EndOfHeaders) -> None:
-        self.command = command
+
+_PENDING = _Pending()
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -502,6 +503,8 @@ async def start_milter_server(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
     max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
+    recipient_step: bool = True,
+    sock: socket.socket | None = None,
 ) -> MilterServer:
     """Listen on ``listen`` and serve the milter protocol with ``policy``.
 
@@ -512,7 +515,10 @@ async def start_milter_server(
     connection.  ``read_size`` is the socket read chunk (tests vary it).  ``backlog``
     is the listen queue: a busy Postfix opens a milter connection per SMTP session.
     ``strip_headers`` names headers whose incoming copies every session deletes (see
-    :class:`~drossel.milter.session.MilterSession`).
+    :class:`~drossel.milter.session.MilterSession`), as do the header limits and
+    ``recipient_step`` (False: RCPT is negotiated away, ``policy.on_recipient`` unused).
+    ``sock``: serve this already listening socket (bound for ``listen`` by
+    :mod:`drossel.milter.workers`) instead of binding; its owner removes a unix socket file.
     """
     if on_policy_error not in ("continue", "tempfail"):
         raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
@@ -529,6 +535,7 @@ async def start_milter_server(
             strip_headers=strip,
             max_kept_headers=max_kept_headers,
             max_kept_bytes=max_kept_bytes,
+            recipient_step=recipient_step,
         )
 
     def new_connection() -> _Connection:
@@ -543,9 +550,16 @@ async def start_milter_server(
 
     loop = asyncio.get_running_loop()
     server: asyncio.Server
-    if address.kind == "unix":
+    unix_path = address.path
+    if sock is not None:
+        unix_path = None
+        if address.kind == "unix":
+            server = await loop.create_unix_server(new_connection, sock=sock)
+        else:
+            server = await loop.create_server(new_connection, sock=sock)
+    elif address.kind == "unix":
         assert address.path is not None
-        _remove_stale_socket(address.path)
+        remove_stale_socket(address.path)
         server = await loop.create_unix_server(new_connection, path=address.path, backlog=backlog)
         os.chmod(address.path, unix_mode)
     else:
@@ -559,7 +573,7 @@ async def start_milter_server(
             reuse_address=True,
             backlog=backlog,
         )
-    wrapped = MilterServer(server, address.path, shutdown_grace, max_connections)
+    wrapped = MilterServer(server, unix_path, shutdown_grace, max_connections)
     server_ref.append(wrapped)
     for sock in server.sockets:
         log.info("milter listening on %s", sock.getsockname())

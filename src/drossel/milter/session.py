@@ -8,17 +8,22 @@ rejected DATA, ...), or silently when a final reply was given earlier (then
 the next MAIL simply starts a new message).  All three reset the per-message
 state here; connection data (CONNECT, HELO, connect/helo macros) survives.
 
-Negotiation asks for as little traffic as possible: no body, DATA or unknown
-commands, and no replies expected for CONNECT, HELO, MAIL and each header
-(SMFIP_NR_*), because drossel decides only at RCPT and end of headers.
-BODYEOB is always sent by the MTA and is where headers can be added.
+Negotiation asks for as little traffic as possible, because every packet costs
+the MTA and us a system call and every reply a round trip: no CONNECT, body,
+DATA or unknown commands, no RCPT either when the policy does not refuse
+recipients, and no replies expected for HELO, MAIL and each header
+(SMFIP_NR_*): drossel decides only at RCPT and end of headers.  At end of
+headers a final accept/reject ends the conversation for this message (Postfix
+skips the end-of-message step); only when headers must be changed (ours added,
+forged copies deleted, which is possible only at end of message) does it
+answer "continue" and send the changes at end of message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Coroutine, Generator, Iterable, Mapping
 from types import CoroutineType
 from typing import Any, Final, cast
 
@@ -31,14 +36,12 @@ from drossel.milter.commands import (
     SMFIF_ADDHDRS,
     SMFIF_CHGHDRS,
     SMFIF_SETSYMLIST,
-    SMFIM_CONNECT,
     SMFIM_ENVFROM,
-    SMFIM_ENVRCPT,
-    SMFIM_EOH,
     SMFIM_EOM,
-    SMFIM_HELO,
     SMFIP_NOBODY,
+    SMFIP_NOCONNECT,
     SMFIP_NODATA,
+    SMFIP_NORCPT,
     SMFIP_NOUNKNOWN,
     SMFIP_NR_BODY,
     SMFIP_NR_CONN,
@@ -91,7 +94,8 @@ MIN_MTA_VERSION: Final = 2
 
 WANTED_ACTIONS: Final = SMFIF_ADDHDRS | SMFIF_SETSYMLIST
 WANTED_STEPS: Final = (
-    SMFIP_NOBODY
+    SMFIP_NOCONNECT
+    | SMFIP_NOBODY
     | SMFIP_NODATA
     | SMFIP_NOUNKNOWN
     | SMFIP_NR_CONN
@@ -104,19 +108,15 @@ WANTED_STEPS: Final = (
 )
 
 #: Macros requested per stage.  Postfix replaces *all* its stage lists once a
-#: filter sends any, so every stage we care about is listed.  The client evidence
-#: (:mod:`.evidence`) is asked for at CONNECT and again at MAIL: every Postfix
-#: macro it needs is available at both, the TLS ones only after STARTTLS (so at
-#: HELO/MAIL, not CONNECT), and MAIL is the stage every message passes even when
-#: the client skips HELO.  ``i`` (queue id) is asked for repeatedly because
-#: Postfix may assign it only after the first accepted RCPT
-#: (smtpd_delay_open_until_valid_rcpt).
+#: filter sends any, and sends a stage's macros in a packet of their own before
+#: that stage's command, the end-of-headers ones before *every* header.  So the
+#: lists are as short as possible: the client evidence (:mod:`.evidence`) only at
+#: MAIL, the stage every message passes (Postfix has all those macros there, the
+#: TLS ones after STARTTLS too; CONNECT is negotiated away), and the queue id
+#: only at end of message, the one stage where Postfix always knows it (it is
+#: only used in log lines).  Stages not listed get no macro packet.
 DEFAULT_MACRO_REQUESTS: Final[Mapping[int, str]] = {
-    SMFIM_CONNECT: f"j {{daemon_name}} {CLIENT_MACROS}",
-    SMFIM_HELO: TLS_MACROS,
-    SMFIM_ENVFROM: f"i {CLIENT_MACROS} {TLS_MACROS}",
-    SMFIM_ENVRCPT: "i",
-    SMFIM_EOH: "i",
+    SMFIM_ENVFROM: f"{CLIENT_MACROS} {TLS_MACROS}",
     SMFIM_EOM: "i",
 }
 
@@ -182,6 +182,7 @@ class MilterSession:
         keep_headers: Iterable[str] = DEFAULT_KEEP_HEADERS,
         max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
         max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
+        recipient_step: bool = True,
     ) -> None:
         """``strip_headers``: header names (any case) whose copies in incoming mail are
         deleted at end of message, e.g. drossel's own verdict header, which only drossel
@@ -191,6 +192,9 @@ class MilterSession:
         ``keep_headers`` names are kept for the policy, the first ``max_kept_headers`` of
         them and no more than ``max_kept_bytes`` characters in total (a longer value is cut,
         later ones are dropped).  Of the ``strip_headers`` only a count is kept.
+
+        ``recipient_step=False`` negotiates RCPT away (SMFIP_NORCPT): one round trip less
+        per message for a policy whose ``on_recipient`` never refuses; it is then not called.
         """
         if max_kept_headers < 0 or max_kept_bytes < 0:
             raise ValueError("header limits must not be negative")
@@ -206,8 +210,11 @@ class MilterSession:
         self.keep_headers = frozenset(check_header_name(n).lower() for n in keep_headers)
         self.max_kept_headers = max_kept_headers
         self.max_kept_bytes = max_kept_bytes
+        self.wanted_steps = WANTED_STEPS | (0 if recipient_step else SMFIP_NORCPT)
         self.closed = False
         self.negotiated = False
+        #: a policy call that suspended: (command, hook name, awaitable rest of the call)
+        self._suspended: tuple[Rcpt | EndOfHeaders, str, Awaitable[Any]] | None = None
         self.version = 0
         self.actions = 0
         self.steps = 0
@@ -268,8 +275,8 @@ class MilterSession:
         """Process one packet without the policy.
 
         Returns the reply bytes, or the parsed RCPT / end-of-headers command, which needs the
-        policy: pass it on to :meth:`handle_command`.  Lets the server answer most packets
-        straight from its read callback without a task switch.
+        policy: pass it on to :meth:`decide_now`.  Lets the server answer packets straight
+        from its read callback without a task switch.
         """
         return self._dispatch(parse_command(packet))
 
@@ -277,9 +284,8 @@ class MilterSession:
         result = self._dispatch(cmd)
         if isinstance(result, bytes):
             return result
-        if isinstance(result, Rcpt):
-            return await self._on_rcpt(result)
-        return await self._on_eoh()
+        reply = self.decide_now(result)
+        return await self.resume() if reply is None else reply
 
     def _dispatch(self, cmd: Command) -> bytes | Rcpt | EndOfHeaders:
         """Everything except the policy calls, which are left to :meth:`handle_command`."""
@@ -368,7 +374,7 @@ class MilterSession:
         self.version = min(cmd.version, MILTER_VERSION)
         wanted = WANTED_ACTIONS | (SMFIF_CHGHDRS if self.strip_headers else 0)
         self.actions = wanted & cmd.actions
-        self.steps = WANTED_STEPS & cmd.protocol
+        self.steps = self.wanted_steps & cmd.protocol
         self.negotiated = True
         self._reset_connection()
         macros = self.macro_requests if self.actions & SMFIF_SETSYMLIST else {}
@@ -389,38 +395,72 @@ class MilterSession:
 
     # -- policy ------------------------------------------------------------------
 
-    async def _ask(
-        self, what: str, hook: Callable[[MessageContext], Awaitable[MilterVerdict]]
-    ) -> MilterVerdict:
+    def decide_now(self, cmd: Rcpt | EndOfHeaders) -> bytes | None:
+        """Ask the policy about ``cmd`` (as returned by :meth:`handle_nowait`) synchronously.
+
+        A policy that answers from memory never suspends: its coroutine is run to the end
+        here and the reply bytes are returned, so the server can answer straight from its
+        read callback (no task switch, no timeout machinery: a timeout cannot fire without an
+        await).  If the policy does suspend, None is returned and the suspended call is kept:
+        finish it with :meth:`resume` inside a task.
+        """
+        if self._suspended is not None:
+            raise ProtocolError("a policy call is still pending")
+        if isinstance(cmd, Rcpt):
+            self._recipients.append(cmd.recipient)
+            what, hook = "on_recipient", self.policy.on_recipient
+        else:
+            what, hook = "on_end_of_headers", self.policy.on_end_of_headers
         try:
             awaitable = hook(self.context())
             if isinstance(awaitable, CoroutineType):
                 try:
-                    # A policy that answers from memory never suspends: run its first step
-                    # here and skip the timeout machinery (it cannot fire without an await).
                     first = awaitable.send(None)
                 except StopIteration as done:
-                    verdict = done.value
-                else:
-                    async with asyncio.timeout(self.policy_timeout):
-                        verdict = await _Resumed(awaitable, first)
+                    return self._reply(cmd, self._checked(done.value))
+                self._suspended = (cmd, what, _Resumed(awaitable, first))
             else:
-                async with asyncio.timeout(self.policy_timeout):
-                    verdict = await awaitable
-            if not isinstance(verdict, MilterVerdict) or verdict.action not in _ACTIONS:
-                raise TypeError(f"policy returned {verdict!r}, not a MilterVerdict")
+                self._suspended = (cmd, what, awaitable)
         except Exception:
-            log.exception(
-                "milter %s queue_id=%s: policy %s failed; answering %s",
-                self.peer,
-                self.macros().get("i", "-"),
-                what,
-                self.on_policy_error,
-            )
-            if self.on_policy_error == "tempfail":
-                return MilterVerdict("tempfail")
-            return CONTINUE_VERDICT
+            return self._reply(cmd, self._failed(what))
+        return None
+
+    async def resume(self) -> bytes:
+        """Finish the policy call :meth:`decide_now` left suspended, under ``policy_timeout``."""
+        if self._suspended is None:
+            raise ProtocolError("no policy call is pending")
+        cmd, what, awaitable = self._suspended
+        self._suspended = None
+        try:
+            async with asyncio.timeout(self.policy_timeout):
+                verdict = self._checked(await awaitable)
+        except Exception:
+            verdict = self._failed(what)
+        return self._reply(cmd, verdict)
+
+    @staticmethod
+    def _checked(verdict: object) -> MilterVerdict:
+        if not isinstance(verdict, MilterVerdict) or verdict.action not in _ACTIONS:
+            raise TypeError(f"policy returned {verdict!r}, not a MilterVerdict")
         return verdict
+
+    def _failed(self, what: str) -> MilterVerdict:
+        """Log the current exception; the verdict ``on_policy_error`` asks for."""
+        log.exception(
+            "milter %s queue_id=%s: policy %s failed; answering %s",
+            self.peer,
+            self.macros().get("i", "-"),
+            what,
+            self.on_policy_error,
+        )
+        if self.on_policy_error == "tempfail":
+            return MilterVerdict("tempfail")
+        return CONTINUE_VERDICT
+
+    def _reply(self, cmd: Rcpt | EndOfHeaders, verdict: MilterVerdict) -> bytes:
+        if isinstance(cmd, Rcpt):
+            return self._on_rcpt(verdict)
+        return self._on_eoh(verdict)
 
     def _final_reply(self, verdict: MilterVerdict) -> bytes:
         """Reply for a verdict, ignoring add_headers."""
@@ -445,15 +485,12 @@ class MilterSession:
             )
             return bare
 
-    async def _on_rcpt(self, cmd: Rcpt) -> bytes:
-        self._recipients.append(cmd.recipient)
-        verdict = await self._ask("on_recipient", self.policy.on_recipient)
+    def _on_rcpt(self, verdict: MilterVerdict) -> bytes:
         if verdict.action in ("tempfail", "reject"):
             self._recipients.pop()  # the MTA refuses this recipient only
         return self._unless(SMFIP_NR_RCPT, self._final_reply(verdict))
 
-    async def _on_eoh(self) -> bytes:
-        verdict = await self._ask("on_end_of_headers", self.policy.on_end_of_headers)
+    def _on_eoh(self, verdict: MilterVerdict) -> bytes:
         reply = self._final_reply(verdict)
         if verdict.action in ("continue", "accept"):
             # Deletions first: our own header must never be taken for a forged one.

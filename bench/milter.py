@@ -15,7 +15,9 @@ Variants (``--variants`` picks some):
   ``libmilter-dev``): negotiates every step away and accepts at end of headers.  The cost of
   *having* a milter at all.
 * ``drossel``: ``drossel milter`` with the defaults (``add_header = true``,
-  ``early_refusal = true``), on ``inet:127.0.0.1``.
+  ``early_refusal = true``, ``event_loop = auto``: uvloop if installed), on
+  ``inet:127.0.0.1``.
+* ``drossel-asyncio``: the defaults, but on asyncio's own event loop.
 * ``drossel-noheader``: ``add_header = false`` (decided at end of headers, no end-of-message
   round trip).
 * ``drossel-lean``: ``add_header = false`` and ``early_refusal = false`` (no RCPT round trip).
@@ -54,6 +56,7 @@ ALL_VARIANTS = (
     "postfix",
     "noop",
     "drossel",
+    "drossel-asyncio",
     "drossel-noheader",
     "drossel-lean",
     "drossel-unix",
@@ -147,6 +150,7 @@ def start_drossel(
     early_refusal: bool = True,
     unix: bool = False,
     workers: int = 1,
+    event_loop: str = "auto",
 ) -> Milter:
     home = workdir / name
     home.mkdir()
@@ -156,6 +160,7 @@ def start_drossel(
         "[milter]\n"
         f"add_header = {str(add_header).lower()}\n"
         f"early_refusal = {str(early_refusal).lower()}\n"
+        f'event_loop = "{event_loop}"\n'
         f'[storage]\njournal = "{home / "journal.jsonl"}"\n'
     )
     address = f"unix:{home / 'milter.sock'}" if unix else f"inet:127.0.0.1:{find_free_port()}"
@@ -182,6 +187,8 @@ def start_variant(name: str, workdir: Path, noop_binary: Callable[[], Path]) -> 
         return start_noop(noop_binary(), workdir)
     if name == "drossel":
         return start_drossel(name, workdir)
+    if name == "drossel-asyncio":
+        return start_drossel(name, workdir, event_loop="asyncio")
     if name == "drossel-noheader":
         return start_drossel(name, workdir, add_header=False)
     if name == "drossel-lean":

@@ -33,7 +33,7 @@ import stat
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from drossel.milter.framing import DEFAULT_MAX_PACKET, Packet, PacketDecoder, ProtocolError
 from drossel.milter.policy import MilterPolicy, OnPolicyError
@@ -226,10 +226,10 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- protocol callbacks --------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's does not subclass asyncio.Transport, hence the cast).
+        transport = cast(asyncio.Transport, base)
         if self._server and not self._server[0].admit():
-            self.session = None
             self._error = ConnectionRefusedError("too many connections")
             transport.abort()
             return

@@ -383,15 +383,22 @@ class MilterSession:
         return OptNegReply(self.version, self.actions, self.steps, macros).encode()
 
     def _store_macros(self, cmd: Macro) -> None:
-        if cmd.stage == SMFIC_MAIL and self._mail_from is not None:
+        stage = cmd.stage
+        if stage == SMFIC_MAIL and self._mail_from is not None:
             self._reset_message()  # MAIL macros of a new message
+        target = self._conn_macros if stage in _CONNECTION_STAGES else self._msg_macros
+        if not cmd.macros:
+            # Most macro packets are empty (Postfix sends one per stage and header even for
+            # stages we asked nothing for): they only clear the stage.
+            if stage in target:
+                del target[stage]
+            return
         macros = {
             k[1:-1] if k[:1] == "{" and k[-1:] == "}" and len(k) >= 2 else k: v
             for k, v in cmd.macros.items()
         }  # normalise_macro_name, inlined
-        target = self._conn_macros if cmd.stage in _CONNECTION_STAGES else self._msg_macros
-        target.pop(cmd.stage, None)
-        target[cmd.stage] = macros
+        target.pop(stage, None)
+        target[stage] = macros
 
     # -- policy ------------------------------------------------------------------
 

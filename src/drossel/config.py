@@ -50,7 +50,8 @@ class StorageConfig(_Section):
 class MilterConfig(_Section):
     listen: str = "inet:127.0.0.1:8899"
     add_header: bool = True
-    header_name: str = "X-Drossel"
+    #: An RFC 5322 field name (printable ASCII without space or colon).
+    header_name: str = Field(default="X-Drossel", pattern=r"^[\x21-\x39\x3b-\x7e]{1,76}$")
     early_refusal: bool = True
     read_timeout: float = Field(default=30.0, gt=0)
     on_policy_error: Literal["continue", "tempfail"] = "continue"

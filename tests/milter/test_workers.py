@@ -153,3 +153,23 @@ def test_workers_refuse_a_busy_address(tmp_path: Path) -> None:
         proc = _start(tmp_path, f"inet:127.0.0.1:{port}")
         assert proc.wait(timeout=60) != 0
     assert "Address already in use" in (tmp_path / "milter.log").read_text()
+
+
+def test_a_worker_that_keeps_failing_stops_the_milter(tmp_path: Path) -> None:
+    """A worker dying right after its start (say, its database is unusable) is restarted a
+    few times, then the whole milter stops with an error instead of looping forever."""
+    from drossel.milter.workers import MAX_QUICK_FAILURES, run_workers
+
+    path = tmp_path / "milter.sock"
+    starts = tmp_path / "starts"
+
+    def serve(index: int, sock: socket.socket) -> int:
+        assert sock.getsockname() == str(path)  # the worker got the listening socket
+        with starts.open("a") as out:
+            out.write(f"{index}\n")
+        return 3
+
+    assert run_workers(f"unix:{path}", 2, serve, restart_delay=0.5) == 1
+    counts = [starts.read_text().split().count(str(i)) for i in (0, 1)]
+    assert max(counts) == MAX_QUICK_FAILURES
+    assert not path.exists()

@@ -32,8 +32,10 @@ from drossel.milter.server import DEFAULT_BACKLOG, parse_listen, remove_stale_so
 
 log = logging.getLogger("drossel.milter")
 
-#: A worker that dies sooner than this after its start is not restarted at once.
+#: A worker that dies sooner than this after its start is not restarted at once ...
 RESTART_DELAY: Final = 1.0
+#: ... and after this many such quick deaths in a row the whole milter gives up.
+MAX_QUICK_FAILURES: Final = 5
 
 
 def bind_sockets(listen: str, workers: int, unix_mode: int = 0o666) -> list[socket.socket]:
@@ -71,11 +73,14 @@ def run_workers(
     listen: str,
     workers: int,
     serve: Callable[[int, socket.socket], int],
+    restart_delay: float = RESTART_DELAY,
 ) -> int:
     """Fork ``workers`` processes running ``serve(index, sock)``; supervise until signalled.
 
     ``serve`` runs in the child and returns its exit status; it must stop gracefully on
-    SIGTERM.  Returns 0 after a requested stop, 1 if a worker could not be kept running.
+    SIGTERM.  Returns 0 after a requested stop, 1 if a worker could not be kept running
+    (it died within ``restart_delay`` of its start ``MAX_QUICK_FAILURES`` times in a row,
+    e.g. a database it cannot open: then all workers are stopped).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -83,6 +88,7 @@ def run_workers(
     unix_path = parse_listen(listen).path
     children: dict[int, int] = {}  # pid -> worker index
     started: dict[int, float] = {}
+    quick_failures: dict[int, int] = {}
     stopping = False
 
     def spawn(index: int) -> None:
@@ -127,9 +133,20 @@ def run_workers(
             if index < 0 or stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if time.monotonic() - started[index] < restart_delay:
+                quick_failures[index] = quick_failures.get(index, 0) + 1
+            else:
+                quick_failures[index] = 0
+            if quick_failures[index] >= MAX_QUICK_FAILURES:
+                log.error(
+                    "milter worker %d keeps failing (exit %d); stopping all workers", index, code
+                )
+                failed = True
+                request_stop(signal.SIGTERM, None)
+                continue
             log.warning("milter worker %d (pid %d) exited with %d; restarting", index, pid, code)
-            if time.monotonic() - started[index] < RESTART_DELAY:
-                time.sleep(RESTART_DELAY)
+            if quick_failures[index]:
+                time.sleep(restart_delay)
                 if stopping:
                     continue
             spawn(index)

@@ -79,7 +79,9 @@ def run_gateway_throughput(
             )
         _wait_port(sink_port, 10, sink_proc)
         _wait_port(gw_port, 30, gw_proc)
-        cmd = smtp_source_command(smtp_source, f"127.0.0.1:{gw_port}", messages, sessions, msg_file)
+        cmd = smtp_source_command(
+            smtp_source, f"127.0.0.1:{gw_port}", messages, sessions, msg_file
+        )
         t0 = time.perf_counter()
         source = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         t_submit = time.perf_counter() - t0

@@ -89,9 +89,5 @@ def cmd_serve(ctx: Any) -> int:
 
 
 def register_cli(sub: Any, command: Any) -> None:
-    command(
-        "serve",
-        cmd_serve,
-        "run what the configuration enables (milter, gateway, web)",
-        json_flag=False,
-    )
+    command("serve", cmd_serve, "run what the configuration enables (milter, gateway, web)",
+            json_flag=False)

@@ -15,12 +15,11 @@ Variants (``--variants`` picks some):
   ``libmilter-dev``): negotiates every step away and accepts at end of headers.  The cost of
   *having* a milter at all.
 * ``drossel``: ``drossel milter`` with the defaults (``add_header = true``,
-  ``early_refusal = true``, ``event_loop = auto``: uvloop if installed), on
+  ``event_loop = auto``: uvloop if installed), on
   ``inet:127.0.0.1``.
 * ``drossel-asyncio``: the defaults, but on asyncio's own event loop.
 * ``drossel-noheader``: ``add_header = false`` (decided at end of headers, no end-of-message
   round trip).
-* ``drossel-lean``: ``add_header = false`` and ``early_refusal = false`` (no RCPT round trip).
 * ``drossel-unix``: the defaults on a ``unix:`` socket.
 * ``drossel-workers``: the defaults with ``--workers N`` (N = number of cores).
 
@@ -58,7 +57,6 @@ ALL_VARIANTS = (
     "drossel",
     "drossel-asyncio",
     "drossel-noheader",
-    "drossel-lean",
     "drossel-unix",
     "drossel-workers",
 )
@@ -147,7 +145,6 @@ def start_drossel(
     workdir: Path,
     *,
     add_header: bool = True,
-    early_refusal: bool = True,
     unix: bool = False,
     workers: int = 1,
     event_loop: str = "auto",
@@ -159,7 +156,6 @@ def start_drossel(
     config.write_text(
         "[milter]\n"
         f"add_header = {str(add_header).lower()}\n"
-        f"early_refusal = {str(early_refusal).lower()}\n"
         f'event_loop = "{event_loop}"\n'
         f'[storage]\njournal = "{home / "journal.jsonl"}"\n'
     )
@@ -191,8 +187,6 @@ def start_variant(name: str, workdir: Path, noop_binary: Callable[[], Path]) -> 
         return start_drossel(name, workdir, event_loop="asyncio")
     if name == "drossel-noheader":
         return start_drossel(name, workdir, add_header=False)
-    if name == "drossel-lean":
-        return start_drossel(name, workdir, add_header=False, early_refusal=False)
     if name == "drossel-unix":
         return start_drossel(name, workdir, unix=True)
     if name == "drossel-workers":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from drossel.catalog_source import packaged_catalog
+from drossel.app.catalog_source import packaged_catalog
 from drossel.core.catalog import Catalog
 from drossel.core.policy import Policy
 

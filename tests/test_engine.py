@@ -1,5 +1,5 @@
 """The engine on a real SQLite state: first detection written before the verdict, counters
-batched, pauses and overrides picked up on refresh, early refusal from memory."""
+batched, pauses and overrides picked up on refresh, evidence, and the defects of issue 9."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from drossel.app.services import Services
 from drossel.config import Config
 from drossel.core.detection import parse_headers
-from drossel.core.schedule import hour_offset
+from drossel.core.policy import Policy
 from drossel.engine import ClientInfo, Enforcer
 from drossel.runtime import open_store
 
@@ -19,7 +20,10 @@ HEADERS = parse_headers(
     "Received: from mbx (10.0.0.2) by ex01.contoso.example (10.0.0.1) with Microsoft SMTP "
     "Server id 15.1.2507.6; Mon, 2 Mar 2026 10:00:00 +0000\n"
 )
-CLIENT = ClientInfo(addr="192.0.2.10", name="mx.contoso.example", helo="mx.contoso.example")
+# the client's forward-confirmed name is the Exchange server's: verified evidence (SPEC §3)
+CLIENT = ClientInfo(addr="192.0.2.10", name="ex01.contoso.example", helo="ex01.contoso.example")
+# a relay in front of it, or anyone who only claims the name: unverified
+RELAY = ClientInfo(addr="198.51.100.7", name="mx.relay.example", helo="ex01.contoso.example")
 
 
 class Clock:
@@ -53,8 +57,9 @@ def test_steady_state_makes_no_database_round_trip(engine: Enforcer) -> None:
     statements: list[str] = []
     from sqlalchemy import event
 
-    event.listen(engine.store.engine, "before_cursor_execute",
-                 lambda *args: statements.append(args[2]))
+    event.listen(
+        engine.store.engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
     for _ in range(50):
         engine.process(HEADERS, CLIENT)
     assert statements == []
@@ -67,30 +72,43 @@ def test_verdicts_follow_the_clock_and_a_pause_elsewhere(engine: Enforcer) -> No
     clock.now = T0 + timedelta(days=95)
     assert engine.process(HEADERS, CLIENT).verdict.action == "block"
     # another process (the CLI) pauses the tenant; the engine sees it after refresh_seconds
-    engine.store.add_pause("default", clock.now.date(), 10, [], "test", clock.now, 90)
+    Services(engine.store, Policy()).add_pause(
+        "default", clock.now.date(), 10, [], "test", clock.now
+    )
     clock.now += timedelta(seconds=2)
     verdict = engine.process(HEADERS, CLIENT).verdict
     assert verdict.action == "accept" and verdict.paused
 
 
-def test_early_block_only_for_fully_blocked_known_client(engine: Enforcer) -> None:
+def test_a_blocked_server_is_accepted_on_its_first_patched_message(engine: Enforcer) -> None:
     clock = engine.clock
     assert isinstance(clock, Clock)
-    itself = ClientInfo(addr="192.0.2.11", name=None, helo="EX01.contoso.example")
-    assert engine.early_block(itself) is None
-    engine.process(HEADERS, itself)
-    engine.process(HEADERS, CLIENT)  # a relay in front of the server
-    assert engine.early_block(itself) is None  # stage 1
-    offset = hour_offset("default/ex01.contoso.example")
-    clock.now = (T0 + timedelta(days=62)).replace(minute=offset)  # stage 5, block window
-    assert engine.process(HEADERS, itself).verdict.action == "block"
-    assert engine.early_block(itself) is None  # only 5 minutes/hour: let headers decide
+    engine.process(HEADERS, CLIENT)
     clock.now = T0 + timedelta(days=95)
-    early = engine.early_block(itself)
-    assert early is not None and early.code == 550
-    # a relay may carry mail of other servers too: never refused before its headers are known
-    assert engine.early_block(CLIENT) is None
-    assert engine.early_block(ClientInfo(addr="198.51.100.1")) is None
+    blocked = engine.process(HEADERS, CLIENT).verdict
+    assert (blocked.action, blocked.code, blocked.stage) == ("block", 550, 8)
+    patched = parse_headers(
+        "Received: from mbx by ex01.contoso.example with Microsoft SMTP Server id 15.2.2562.53;\n"
+    )
+    accepted = engine.process(patched, CLIENT).verdict
+    assert accepted.action == "accept" and accepted.stage == 0
+    stored = engine.store.get_server("default", "ex01.contoso.example")
+    assert stored is not None and stored.record.remediated_at == clock.now
+
+
+def test_unverified_sightings_never_age_a_record(engine: Enforcer) -> None:
+    clock = engine.clock
+    assert isinstance(clock, Clock)
+    forged = engine.process(HEADERS, RELAY).verdict
+    assert forged.action == "accept" and forged.evidence == "unverified"
+    assert forged.applied_reason == "unverified: seen via mx.relay.example"
+    clock.now = T0 + timedelta(days=120)
+    assert engine.process(HEADERS, RELAY).verdict.stage == 0
+    real = engine.process(HEADERS, CLIENT).verdict
+    assert (real.action, real.stage, real.evidence) == ("accept", 1, "verified")
+    stored = engine.store.get_server("default", "ex01.contoso.example")
+    assert stored is not None
+    assert stored.record.first_detected == T0 and stored.record.clock_start == clock.now
 
 
 def test_connector_assigns_tenant(engine: Enforcer) -> None:

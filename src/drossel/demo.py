@@ -1,6 +1,8 @@
 """``drossel demo``: 100 days of enforcement in a few seconds, through the real gateway.
 
-On a throw-away SQLite file and loopback ports it starts an aiosmtpd sink (the next hop) and the
+On a throw-away SQLite file (or, with ``db``, the given database, which then keeps the demo's
+tenants, connectors and servers for ``drossel report`` and the web report) and loopback ports it
+starts an aiosmtpd sink (the next hop) and the
 real SMTP gateway in-process, then replays mail from a few fictional on-premises Exchange servers
 through it with aiosmtplib while a demo clock moves over the days.  The Enforcer is the production
 one with that clock; nothing in the mail path knows it is a demo.
@@ -23,12 +25,12 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from drossel.app.report import tenant_report
 from drossel.config import Config, GatewayConfig
 from drossel.core.build import Build
 from drossel.core.schedule import midnight
 from drossel.engine import Enforcer
 from drossel.gateway.server import start_gateway
-from drossel.report import tenant_report
 from drossel.runtime import build_enforcer
 
 #: Send hours and minute pattern: a few messages per server and day, spread over the hour so the
@@ -195,6 +197,7 @@ async def _run(
         hostname="gateway.operator.example",
         relay_tls="none",
         timeout=30,
+        reverse_lookup=False,  # fictional servers on loopback: no DNS to ask
     )
     gateway = await start_gateway(enforcer, config)
     rows: list[DayRow] = []
@@ -232,15 +235,23 @@ async def _run(
 
 
 def _setup(enforcer: Enforcer, now: datetime, bind: bool) -> None:
+    """Tenants and on-premises connectors for the demo servers; those a previous demo left in a
+    kept database are reused."""
     if not bind:
         return
     store = enforcer.store
+    tenants = {t.name for t in store.list_tenants()}
     for tenant, contact in (("contoso", "it@contoso.example"), ("fabrikam", "it@fabrikam.example")):
-        store.add_tenant(tenant, [contact], "demo", now)
+        if tenant not in tenants:
+            store.add_tenant(tenant, [contact], "demo", now)
+    connectors = {(c.tenant, c.name) for c in store.list_connectors()}
     for server in SERVERS:
+        name = f"{server.fqdn.split('.')[0].lower()}-onprem"
+        if (server.tenant, name) in connectors:
+            continue
         store.add_connector(
             server.tenant,
-            f"{server.fqdn.split('.')[0].lower()}-onprem",
+            name,
             "OnPremises",
             [f"{server.source}/32"],
             None,
@@ -257,29 +268,41 @@ def run_demo(
     config: Config | None = None,
     show: bool = True,
     directory: str | None = None,
+    db: str | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; returns the summary (also printed with rich when ``show``)."""
+    """Run the demo; returns the summary (also printed with rich when ``show``).
+
+    Without ``db`` the replay starts at ``start`` on a throw-away database.  With ``db`` it
+    *ends* at ``start`` (default now) and its state stays there, so that ``drossel report`` or
+    the web report opened right after shows the servers at the demo's final stages."""
     if not 1 <= days <= 3650:
         raise ValueError("--days must be between 1 and 3650")
     first = midnight((start or datetime.now(UTC)).date())
+    if db:
+        first -= timedelta(days=days)
     # one log line per decision would drown the table; warnings still show
     logger = logging.getLogger("drossel")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
     try:
-        return _run_demo(days, first, config, show, directory)
+        return _run_demo(days, first, config, show, directory, db)
     finally:
         logger.setLevel(level)
 
 
 def _run_demo(
-    days: int, first: datetime, config: Config | None, show: bool, directory: str | None
+    days: int,
+    first: datetime,
+    config: Config | None,
+    show: bool,
+    directory: str | None,
+    db: str | None,
 ) -> dict[str, Any]:
     clock = DemoClock(first)
     bind = all(_can_bind(s.source) for s in SERVERS)
     with tempfile.TemporaryDirectory(prefix="drossel-demo-", dir=directory) as tmp:
         demo_config = Config(policy=(config or Config()).policy)
-        enforcer = build_enforcer(demo_config, clock, f"sqlite:///{Path(tmp) / 'demo.db'}")
+        enforcer = build_enforcer(demo_config, clock, db or f"sqlite:///{Path(tmp) / 'demo.db'}")
         try:
             _setup(enforcer, first, bind)
             rows, delivered = _execute(enforcer, clock, first, days, bind, show)

@@ -10,9 +10,10 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from drossel.app.enforcer import Enforcer
+from drossel.app.journal import Journal
 from drossel.config import Clock, Config, database_url
-from drossel.engine import Enforcer
-from drossel.storage.journal import Journal
+from drossel.redact import RedactingFilter, display_url
 from drossel.storage.listen import ChangeListener
 from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
 from drossel.storage.store import Store
@@ -29,6 +30,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         force=True,
     )
     logging.getLogger("drossel").setLevel(level)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # no database password in any log line
 
 
 def open_store(url: str, *, allow_offline: bool = False) -> Store:
@@ -48,12 +51,12 @@ def open_store(url: str, *, allow_offline: bool = False) -> Store:
     except Exception as exc:
         if not allow_offline or store.is_sqlite:
             raise
-        log.warning("state database %s unreachable at start: %s", store.engine.url, exc)
+        log.warning("state database %s unreachable at start: %s", display_url(url), exc)
         store.schema_unchecked = True
     return store
 
 
-def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enforcer:
+def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enforcer[Store]:
     """The engine for a daemon: refresh off the message path (see :func:`run_flusher`), an
     outage journal at ``[storage] journal``, and able to start while a shared database is
     unreachable (deciding per ``[storage] fail_mode``)."""
@@ -68,7 +71,7 @@ def build_enforcer(config: Config, clock: Clock, db: str | None = None) -> Enfor
 def start_listener(enforcer: Enforcer) -> ChangeListener | None:
     """On PostgreSQL, listen for changes made on other nodes (one listener per engine)."""
     store = enforcer.store
-    if not store.is_postgres or not enforcer.config.storage.listen:
+    if not isinstance(store, Store) or not store.is_postgres or not enforcer.config.storage.listen:
         return None
     existing = getattr(enforcer, "_listener", None)
     if existing is not None:

@@ -12,14 +12,19 @@ import pytest
 from tests.conftest import FIXTURES
 
 
-def drossel(*args: str, cwd: Path, stdin: bytes | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def drossel(
+    *args: str, cwd: Path, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "drossel.cli.main", *args],
-        cwd=cwd, input=stdin.decode("latin-1") if stdin else None, capture_output=True,
-        text=True, env=full_env, timeout=60,
+        cwd=cwd,
+        input=stdin.decode("latin-1") if stdin else None,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
     )
 
 
@@ -33,11 +38,19 @@ def test_detect_json_from_file_and_stdin(tmp_path: Path) -> None:
     sample = FIXTURES / "headers" / "exchange2016_crlf_folded.eml"
     out = ok_json("detect", str(sample), cwd=tmp_path)
     assert set(out) == {"hops", "connecting", "origin"}
-    assert out["connecting"] == {"server": "ex01.contoso.local", "build": "15.1.2507.16",
-                                 "product": "Exchange 2016"}
-    assert out["hops"][1] == {"by": "ex02.contoso.local", "from": "ex02.contoso.local",
-                              "build": "15.1.2507.23", "product": "Exchange 2016",
-                              "kind": "mapi", "cloud": False}
+    assert out["connecting"] == {
+        "server": "ex01.contoso.local",
+        "build": "15.1.2507.16",
+        "product": "Exchange 2016",
+    }
+    assert out["hops"][1] == {
+        "by": "ex02.contoso.local",
+        "from": "ex02.contoso.local",
+        "build": "15.1.2507.23",
+        "product": "Exchange 2016",
+        "kind": "mapi",
+        "cloud": False,
+    }
     piped = ok_json("detect", "-", cwd=tmp_path, stdin=sample.read_bytes())
     assert piped == out
     garbage = ok_json("detect", "-", cwd=tmp_path, stdin=b"\xff\xfe\x00 not a message")
@@ -56,8 +69,13 @@ def test_assess_json(tmp_path: Path) -> None:
 def test_simulate_with_pause(tmp_path: Path) -> None:
     days = ok_json("simulate", "--days", "100", "--pause", "35:10", cwd=tmp_path)
     assert len(days) == 100
-    assert days[29] == {"day": 29, "stage": 1, "throttle_minutes": 0, "block_minutes": 0,
-                        "paused": False}
+    assert days[29] == {
+        "day": 29,
+        "stage": 1,
+        "throttle_minutes": 0,
+        "block_minutes": 0,
+        "paused": False,
+    }
     assert days[30]["stage"] == 2 and days[30]["throttle_minutes"] == 5
     assert days[35]["paused"] and days[35]["throttle_minutes"] == 0
     assert days[45]["stage"] == 2 and not days[45]["paused"]
@@ -67,42 +85,94 @@ def test_simulate_with_pause(tmp_path: Path) -> None:
 
 def test_check_gives_the_exact_spec_reply(tmp_path: Path) -> None:
     sample = FIXTURES / "headers" / "exchange2016_crlf_folded.eml"
-    out = ok_json("check", str(sample), "--at", "2026-11-23T10:00:00Z",
-                  "--first-seen", "2026-08-01T00:00:00Z", cwd=tmp_path)
+    out = ok_json(
+        "check",
+        str(sample),
+        "--at",
+        "2026-11-23T10:00:00Z",
+        "--first-seen",
+        "2026-08-01T00:00:00Z",
+        cwd=tmp_path,
+    )
     verdict = out["verdict"]
     assert verdict["action"] == "block" and verdict["stage"] == 8
     assert (verdict["code"], verdict["enhanced_code"]) == (550, "5.7.230")
-    assert verdict["text"].startswith("Connecting Exchange server version is out-of-date; "
-                                      "connection to this mail service blocked for 60 mins/hr.")
+    assert verdict["text"].startswith(
+        "Connecting Exchange server version is out-of-date; "
+        "connection to this mail service blocked for 60 mins/hr."
+    )
     fresh = ok_json("check", str(sample), "--at", "2026-11-23T10:00:00Z", cwd=tmp_path)
     assert fresh["verdict"]["action"] == "accept" and fresh["verdict"]["stage"] == 1
 
 
 def test_state_commands_and_errors(tmp_path: Path) -> None:
     db = ["--db", f"sqlite:///{tmp_path / 's.db'}", "--at", "2026-03-01T10:00:00Z"]
-    assert drossel("tenant", "add", "contoso", "--contact", "it@contoso.example", *db,
-                   cwd=tmp_path).returncode == 0
-    assert drossel("connector", "add", "--tenant", "contoso", "--name", "onprem", "--ip",
-                   "192.0.2.0/24", *db, cwd=tmp_path).returncode == 0
+    assert (
+        drossel(
+            "tenant", "add", "contoso", "--contact", "it@contoso.example", *db, cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    assert (
+        drossel(
+            "connector",
+            "add",
+            "--tenant",
+            "contoso",
+            "--name",
+            "onprem",
+            "--ip",
+            "192.0.2.0/24",
+            *db,
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     assert ok_json("connector", "list", *db, cwd=tmp_path)[0]["ip_ranges"] == ["192.0.2.0/24"]
     pause = ok_json("pause", "add", "--tenant", "contoso", "--days", "30", *db, cwd=tmp_path)
     assert pause["days"] == 30 and pause["start"] == "2026-03-01"
-    over = drossel("pause", "add", "--tenant", "contoso", "--days", "61",
-                   "--start", "2026-05-01", *db, cwd=tmp_path)
+    over = drossel(
+        "pause",
+        "add",
+        "--tenant",
+        "contoso",
+        "--days",
+        "61",
+        "--start",
+        "2026-05-01",
+        *db,
+        cwd=tmp_path,
+    )
     assert over.returncode == 2
     assert over.stderr.strip().startswith("drossel: error: pause budget exceeded for 2026")
     assert "Traceback" not in over.stderr
     assert drossel("pause", "end", str(pause["id"]), *db, cwd=tmp_path).returncode == 0
-    assert drossel("override", "add", "--server", "ex01.contoso.example", "--reason",
-                   "false positive", *db, cwd=tmp_path).returncode == 0
+    assert (
+        drossel(
+            "override",
+            "add",
+            "--server",
+            "ex01.contoso.example",
+            "--reason",
+            "false positive",
+            *db,
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     assert ok_json("override", "list", *db, cwd=tmp_path)[0]["reason"] == "false positive"
     audit = ok_json("audit", *db, cwd=tmp_path)
     assert {"tenant.add", "connector.add", "pause.add", "pause.end", "override.add"} <= {
-        a["action"] for a in audit}
+        a["action"] for a in audit
+    }
     assert ok_json("report", *db, cwd=tmp_path) == []
-    for bad in (["pause", "end", "999"], ["tenant", "add", "x", "--contact", "nope"],
-                ["connector", "add", "--tenant", "zz", "--name", "n", "--ip", "1.2.3.4"],
-                ["assess", "banana"], ["pause", "add", "--tenant", "ghost", "--days", "3"]):
+    for bad in (
+        ["pause", "end", "999"],
+        ["tenant", "add", "x", "--contact", "nope"],
+        ["connector", "add", "--tenant", "zz", "--name", "n", "--ip", "1.2.3.4"],
+        ["assess", "banana"],
+        ["pause", "add", "--tenant", "ghost", "--days", "3"],
+    ):
         result = drossel(*bad, *db, cwd=tmp_path)
         assert result.returncode != 0
         assert result.stderr.count("\n") <= 1 and "Traceback" not in result.stderr, result.stderr
@@ -140,8 +210,15 @@ def test_catalog_list_search_and_load(tmp_path: Path) -> None:
         (Path(__import__("drossel").__file__).parent / "data" / "exchange-catalog.json").read_text()
     )
     newer["version"] = "2099-01-01"
-    newer["releases"].append({"product": "Exchange SE", "update_name": "Exchange Server SE CU1",
-                              "build": "15.2.2700.5", "release_date": "2027-03-01", "kind": "CU"})
+    newer["releases"].append(
+        {
+            "product": "Exchange SE",
+            "update_name": "Exchange Server SE CU1",
+            "build": "15.2.2700.5",
+            "release_date": "2027-03-01",
+            "kind": "CU",
+        }
+    )
     good = tmp_path / "newer.json"
     good.write_text(json.dumps(newer))
     loaded = drossel("catalog", "load", str(good), *db, cwd=tmp_path)

@@ -1,78 +1,70 @@
 """``drossel serve`` as a user starts it: one screen saying what listens where, then milter
-and web answering, and a clean stop on SIGTERM."""
+and web answering, and a clean stop on SIGTERM.  The first operator token never goes to a log:
+on a terminal it is shown once, otherwise it is written to a 0600 file whose path is shown."""
 
 from __future__ import annotations
 
 import os
+import pty
 import re
-import signal
+import select
 import socket
-import subprocess
-import sys
+import stat
 import time
-import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.cli.running import http, serve
 
 
-def test_serve_starts_milter_and_web_and_prints_a_token(tmp_path: Path) -> None:
-    milter_port, web_port = free_port(), free_port()
-    config = tmp_path / "drossel.toml"
-    config.write_text(
-        f'[milter]\nlisten = "inet:127.0.0.1:{milter_port}"\n'
-        f'[web]\nlisten = "127.0.0.1:{web_port}"\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
-    env["COLUMNS"] = "200"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "drossel.cli.main", "serve", "--config", str(config)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )
+def test_serve_starts_milter_and_web_and_hands_over_a_token(tmp_path: Path) -> None:
+    served = serve(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        health = None
-        while time.monotonic() < deadline and health is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=1) as r:
-                    health = r.status
-            except OSError:
-                time.sleep(0.2)
-        assert health == 200
-        socket.create_connection(("127.0.0.1", milter_port), timeout=2).close()
+        milter = re.search(r"inet:127\.0\.0\.1:(\d+)", (tmp_path / "drossel.toml").read_text())
+        assert milter is not None
+        socket.create_connection(("127.0.0.1", int(milter.group(1))), timeout=2).close()
         assert (tmp_path / "drossel.db").exists()  # SQLite default in the working directory
     finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0].decode()
-    assert process.returncode == 0, output
-    assert f"inet:127.0.0.1:{milter_port}" in output
-    assert f"http://127.0.0.1:{web_port}/" in output
-    token = re.search(r"operator login token (drs_\S+)", output)
-    assert token is not None
-    # the printed token really logs in to the API
-    process = subprocess.Popen(
-        [sys.executable, "-m", "drossel.cli.main", "serve", "--config", str(config)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )
+        output = served.stop()
+    assert served.process.returncode == 0, output
+    assert f"http://127.0.0.1:{served.web_port}/" in output
+    assert "drs_" not in output  # stdout is not a terminal: the token is not printed
+    path = re.search(r"operator login token written to (\S+) \(mode 0600\)", output)
+    assert path is not None, output
+    token_file = Path(path.group(1))
+    assert token_file.parent == tmp_path  # beside the configuration
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    # the token really logs in to the API, and a second start creates no other token
+    served = serve(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline and status is None:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{web_port}/api/v1/me",
-                headers={"Authorization": f"Bearer {token.group(1)}"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=1) as r:
-                    status = r.status
-            except OSError:
-                time.sleep(0.2)
-        assert status == 200
+        assert http(served.url("/api/v1/me"), token=token)[0] == 200
     finally:
-        process.send_signal(signal.SIGTERM)
-        second = process.communicate(timeout=30)[0].decode()
-    assert "operator login token" not in second  # shown once only
+        second = served.stop()
+    assert "operator login token" not in second
+
+
+def test_serve_on_a_terminal_shows_the_token_once(tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    try:
+        served = serve(tmp_path, stderr=slave)
+    finally:
+        os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"drossel is running" not in seen or b"stop with" not in seen:
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+    finally:
+        served.stop()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    token = re.search(r"operator login token (drs_[A-Za-z0-9_-]+)", text)
+    assert token is not None, text
+    assert not (tmp_path / "drossel-operator-token").exists()
+    assert served.process.returncode == 0

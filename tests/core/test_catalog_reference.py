@@ -220,3 +220,24 @@ def test_every_catalog_build_is_in_the_reference(
     assert not unexplained, "\n".join(unexplained)
     stale = [build for build in EXTRA_BUILDS if build in listed]
     assert not stale, f"listed as extras but present in the CSV: {stale}"
+
+
+@pytest.mark.shared
+def test_kb_articles_match_the_reference(
+    catalog: Catalog, reference_rows: list[dict[str, str]]
+) -> None:
+    wrong = []
+    for row in reference_rows:
+        release = catalog.exact(Build.from_text(row["build_short"]))
+        if release is not None and (release.kb or "") != row["kb"]:
+            wrong.append(f"{row['build_short']}: CSV {row['kb']!r}, catalog {release.kb!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.shared
+def test_esu_periods_hold_exactly_the_esu_only_rows(
+    catalog: Catalog, reference_rows: list[dict[str, str]]
+) -> None:
+    esu_rows = {row["build_short"] for row in reference_rows if "ESU" in row["notes"]}
+    in_periods = {b.short for p in catalog.esu_periods for b in p.builds}
+    assert esu_rows == in_periods

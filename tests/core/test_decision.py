@@ -119,9 +119,13 @@ def test_switches(catalog: Catalog, policy: Policy) -> None:
     now = at_day(95)
     assert run(catalog, policy.model_copy(update={"mode": "off"}), now).action == "accept"
     report_only = run(catalog, policy.model_copy(update={"mode": "report-only"}), now)
-    assert report_only.action == "accept" and report_only.stage == 8
+    # nothing is applied, and the clock never started: the schedule would begin at stage 1
+    assert (report_only.action, report_only.stage, report_only.scheduled_stage) == ("accept", 0, 1)
+    assert report_only.applied_reason == "global report-only mode"
     rollout = policy.model_copy(update={"rollout": {"Exchange 2016": "report-only"}})
-    assert run(catalog, rollout, now).action == "accept"
+    by_rollout = run(catalog, rollout, now)
+    assert by_rollout.action == "accept" and by_rollout.stage == 0
+    assert by_rollout.applied_reason == "Exchange 2016 is report-only by rollout"
     partner_only = policy.model_copy(update={"enforced_connector_types": ("Partner",)})
     assert run(catalog, partner_only, now).action == "accept"
     unsupported_only = policy.model_copy(update={"enforced_statuses": ("behind",)})
@@ -220,7 +224,7 @@ def test_pause_budget_across_new_year() -> None:
     existing = [Pause(1, "t", date(2026, 1, 1), date(2026, 3, 21))]  # 79 days of 2026
     spanning = Pause(None, "t", date(2026, 12, 20), date(2027, 1, 20))  # 12 + 19 days
     message_ = can_pause(existing, spanning, 90)
-    assert message_ is not None and "2026" in message_ and "11 left" in message_
+    assert message_ is not None and "2026" in message_ and "only 11 of 90 days are left" in message_
     fits = Pause(None, "t", date(2026, 12, 21), date(2027, 1, 30))  # 11 + 29 days
     assert can_pause(existing, fits, 90) is None
     other_tenant = [Pause(1, "u", date(2026, 1, 1), date(2026, 3, 31))]

@@ -18,7 +18,8 @@ Fixtures (all function scoped, everything is stopped in teardown, also on failur
 * ``postfix_factory(name, **kw)``: low-level factory for any other topology.
 
 All tests in this directory get the ``postfix`` marker and are skipped (with the reason)
-when Postfix cannot run here.
+when Postfix cannot run here, except those marked ``sendmail`` (a private Sendmail instead,
+see ``harness/sendmail.py``; they skip when it cannot run).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE not in Path(str(item.path)).resolve().parents:
             continue
+        if item.get_closest_marker("sendmail"):
+            continue  # needs no Postfix (tests/harness/sendmail.py says what it needs)
         item.add_marker(pytest.mark.postfix)
         reason = _reason()
         if reason:

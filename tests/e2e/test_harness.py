@@ -279,3 +279,20 @@ def test_milter_unreachable_default_action(
         assert "451" in entry["recipients"][0]["delay_reason"]
         assert sink.messages == []
     assert f"connect to Milter service inet:127.0.0.1:{closed_port}" in recv.log_text()
+
+
+def test_queue_listing_counts_a_moving_message_once() -> None:
+    """``postqueue -j`` can list a message in two queues while it moves (the cause of a flaky
+    ``(entry,) = wait_deferred(...)``); the harness keeps one entry per queue id, the one that
+    carries the delay reason."""
+    from harness.postfix import dedupe_queue
+
+    active = {"queue_name": "active", "queue_id": "4AB", "recipients": [{"address": "b@x"}]}
+    deferred = {
+        "queue_name": "deferred",
+        "queue_id": "4AB",
+        "recipients": [{"address": "b@x", "delay_reason": "451 4.7.1 Service unavailable"}],
+    }
+    other = {"queue_name": "active", "queue_id": "5CD", "recipients": []}
+    assert dedupe_queue([deferred, active, other]) == [deferred, other]
+    assert dedupe_queue([active, deferred]) == [deferred]

@@ -11,109 +11,29 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import smtplib
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from drossel.core.schedule import hour_offset
+from harness.drossel_milter import DrosselMilter
+from harness.exchange import (
+    BLOCK_TEXT,
+    EXCHANGE_RECEIVED,
+    OLD_BUILD,
+    SERVER,
+    T0,
+    THROTTLE_TEXT,
+    exchange_message,
+    outside_windows,
+    window_start,
+)
 from harness.postfix import AUTHOR, PostfixInstance, find_free_port, make_message
 from harness.sink import SmtpSink
-
-SERVER = "ex01.contoso.example"
-OLD_BUILD = "15.1.2507.6"  # Exchange 2016 CU23 without security updates: unsupported
-T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
-EXCHANGE_RECEIVED = (
-    "from MBX01.contoso.local (10.0.0.5) by {server} (10.0.0.6) with Microsoft SMTP "
-    "Server (version=TLS1_2, cipher=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) id {build}; "
-    "Tue, 1 Sep 2026 08:00:00 +0000"
-)
-THROTTLE_TEXT = (
-    "4.7.230 Connecting Exchange server version is out-of-date; connection to this mail "
-    "service throttled for 5 mins/hr. For more information see https://aka.ms/BlockUnsafeExchange"
-)
-BLOCK_TEXT = (
-    "5.7.230 Connecting Exchange server version is out-of-date; connection to this mail "
-    "service blocked for 60 mins/hr. For more information see https://aka.ms/BlockUnsafeExchange"
-)
-
-
-def exchange_message(subject: str, server: str = SERVER, build: str = OLD_BUILD):  # type: ignore[no-untyped-def]
-    return make_message(
-        sender=AUTHOR,
-        subject=subject,
-        extra_headers=[("Received", EXCHANGE_RECEIVED.format(server=server, build=build))],
-    )
-
-
-def window_start(days: int, server: str = SERVER, tenant: str = "default") -> datetime:
-    """A moment ``days`` after T0, 10 seconds into the server's window of the hour."""
-    day = T0 + timedelta(days=days)
-    return day.replace(minute=hour_offset(f"{tenant}/{server}"), second=10)
-
-
-def outside_windows(days: int, server: str = SERVER, tenant: str = "default") -> datetime:
-    """A moment after the block and throttle windows of a stage with at most 35 minutes."""
-    start = window_start(days, server, tenant)
-    return start + timedelta(minutes=40)
-
-
-class DrosselMilter:
-    """A ``drossel milter`` process on a loopback port, clock starting at ``now``."""
-
-    def __init__(self, db: Path, port: int, log: Path) -> None:
-        self.db, self.port, self.log = db, port, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, now: datetime) -> DrosselMilter:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
-        env["DROSSEL_NOW"] = now.isoformat()
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "drossel.cli.main",
-                    "milter",
-                    "--listen",
-                    f"inet:127.0.0.1:{self.port}",
-                    "--db",
-                    f"sqlite:///{self.db}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("drossel milter did not start:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            assert self.process.wait(timeout=15) == 0, self.log.read_text()
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-    def restart(self, now: datetime) -> None:
-        self.stop()
-        self.start(now)
 
 
 @pytest.fixture
@@ -170,24 +90,25 @@ def test_client_sees_stage_1_throttle_and_block_replies(
     )
     assert len(sink.wait_for(2, timeout=20)) == 2
 
-    # When the client is the blocked server itself (HELO ex01...), its next connection is
-    # refused already at RCPT, before the message is transferred.
-    def send_as_server(subject: str) -> None:
+    # The blocked server itself (HELO ex01...) is refused at the end of its headers, every
+    # time; once patched, its very first message with the new build is accepted (SPEC §4).
+    def send_as_server(subject: str, build: str = OLD_BUILD) -> None:
         with smtplib.SMTP(postfix.host, postfix.port, local_hostname=SERVER, timeout=15) as s:
-            s.send_message(exchange_message(subject), AUTHOR, ["bob@remote.example"])
+            s.send_message(exchange_message(subject, build=build), AUTHOR, ["bob@remote.example"])
 
-    with pytest.raises(smtplib.SMTPDataError):
-        send_as_server("stage 8 from the server itself")
-    with pytest.raises(smtplib.SMTPRecipientsRefused) as early:
-        send_as_server("stage 8 again")
-    code, text = early.value.recipients["bob@remote.example"]
-    assert (code, text.decode()) == (550, BLOCK_TEXT)
+    for attempt in ("stage 8 from the server itself", "stage 8 again"):
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send_as_server(attempt)
+        assert (refused.value.smtp_code, refused.value.smtp_error.decode()) == (550, BLOCK_TEXT)
+    send_as_server("patched", build="15.2.2562.53")
+    assert len(sink.wait_for(3, timeout=20)) == 3
 
     milter.stop()
-    report = drossel_cli(milter.db, "report", "--json", "--at", window_start(95).isoformat())
+    later = (window_start(95) + timedelta(minutes=30)).isoformat()
+    report = drossel_cli(milter.db, "report", "--json", "--at", later)
     servers = {r["server_fqdn"]: r for r in json.loads(report)}
-    assert servers[SERVER]["stage"] == 8
-    assert servers[SERVER]["counts"] == {"accept": 1, "throttle": 1, "block": 3}
+    assert servers[SERVER]["remediated"] and servers[SERVER]["stage"] == 0
+    assert servers[SERVER]["counts"] == {"accept": 2, "throttle": 1, "block": 3}
     assert servers["ex02.contoso.example"]["counts"] == {"accept": 1, "throttle": 0, "block": 0}
 
 

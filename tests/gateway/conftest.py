@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from drossel.config import Config, GatewayConfig
+from drossel.core.policy import Policy
 from drossel.engine import Enforcer
 from drossel.gateway.server import GatewayHandle, start_gateway
 from drossel.runtime import build_enforcer
@@ -86,6 +87,7 @@ class NextHopSink:
     tls_context: Any = None
     tls_sessions: int = 0
     smtputf8: bool = True
+    idle_timeout: float = 300.0
 
     def _rule(self, stage: str, arg: str) -> str | None:
         rule = self.replies.get(stage)
@@ -139,6 +141,7 @@ class NextHopSink:
                 hostname="nexthop.drossel.test",
                 enable_SMTPUTF8=self.smtputf8,
                 tls_context=self.tls_context,
+                timeout=self.idle_timeout,
                 loop=loop,
             ),
             host=self.host,
@@ -164,7 +167,10 @@ def clock() -> MutableClock:
 
 @pytest.fixture
 def enforcer(tmp_path: Path, clock: MutableClock) -> Enforcer:
-    enf = build_enforcer(Config(), clock, f"sqlite:///{tmp_path / 'drossel.db'}")
+    # the test client is not the Exchange server it names: unverified evidence (SPEC §3),
+    # enforced here on purpose; tests/gateway/test_evidence.py covers the default
+    config = Config(policy=Policy(enforce_unverified=True))
+    enf = build_enforcer(config, clock, f"sqlite:///{tmp_path / 'drossel.db'}")
     yield enf  # type: ignore[misc]
     enf.store.dispose()
 
@@ -183,6 +189,8 @@ def gateway_config(relay: str, **kwargs: Any) -> GatewayConfig:
         "hostname": "gw.drossel.test",
         "relay_tls": "none",
         "timeout": 5.0,
+        # the DNS tests point this at their own server (test_reverse_dns.py)
+        "reverse_lookup": False,
     }
     values.update(kwargs)
     return GatewayConfig(**values)

@@ -30,7 +30,9 @@ async def test_gateway_command_relays_and_stops_gracefully(
     port = _free_port()
     db = f"sqlite:///{tmp_path / 'state.db'}"
     config = tmp_path / "drossel.toml"
-    config.write_text('[storage]\nflush_seconds = 60\n[gateway]\nrelay_tls = "none"\n')
+    config.write_text(
+        '[storage]\nflush_seconds = 60\n[gateway]\nrelay_tls = "none"\nreverse_lookup = false\n'
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -89,3 +91,88 @@ async def test_gateway_command_relays_and_stops_gracefully(
         assert store.total_counts(server.id).get("accept") == 1
     finally:
         store.dispose()
+
+
+async def test_gateway_workers_share_the_port_and_all_flush(
+    tmp_path: Path, sink: NextHopSink
+) -> None:
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+    config = tmp_path / "drossel.toml"
+    config.write_text(
+        '[storage]\nflush_seconds = 60\n[gateway]\nrelay_tls = "none"\nreverse_lookup = false\n'
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "drossel.cli.main", "gateway"),
+            *("--listen", f"127.0.0.1:{port}", "--relay", sink.relay, "--workers", "2"),
+            *("--config", str(config), "--db", db),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "DROSSEL_NOW": "2026-11-02T08:00:00Z"},
+    )
+    children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+
+    def listening_sockets() -> int:
+        """Listening TCP sockets on ``port``: one per worker (SO_REUSEPORT)."""
+        return sum(
+            1
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
+        )
+
+    workers: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while listening_sockets() < 2:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
+            assert time.monotonic() < deadline, "gateway workers did not start"
+            await asyncio.sleep(0.1)
+        workers = children_file.read_text().split()
+        assert len(workers) == 2
+        for n in range(12):
+            _, text = await aiosmtplib.send(
+                exchange_message(build=OLD_2013, server="EX2013.contoso.example", subject=f"m{n}"),
+                sender="alice@contoso.example",
+                recipients=["bob@fabrikam.example"],
+                hostname="127.0.0.1",
+                port=port,
+                start_tls=False,
+                timeout=10,
+            )
+            assert text == "2.0.0 Ok: queued as XYZ"
+        proc.send_signal(signal.SIGTERM)
+        for _ in range(300):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert proc.returncode == 0, proc.stdout.read() if proc.stdout else b""
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(sink.messages) == 12
+    store = Store(db)
+    try:
+        (server,) = store.list_servers()
+        # every worker flushed its share of the counts on the way out
+        assert store.total_counts(server.id).get("accept") == 12
+    finally:
+        store.dispose()
+
+
+def test_gateway_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "drossel.cli.main", "gateway", "--workers", "2"),
+            *("--listen", "127.0.0.1:0", "--db", f"sqlite:///{tmp_path / 's.db'}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "fixed listen port" in result.stderr
+    assert "Traceback" not in result.stderr

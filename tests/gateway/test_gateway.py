@@ -275,7 +275,7 @@ async def test_throttle_window_answers_450_and_sends_nothing_on(
     assert await reply_of(gateway, se) == "250 2.0.0 Ok: queued as XYZ"
 
 
-async def test_stage_8_blocks_with_550_and_refuses_early_at_rcpt(
+async def test_stage_8_blocks_with_550_and_a_patched_server_is_accepted_at_once(
     gateway: GatewayHandle, sink: NextHopSink, clock: MutableClock
 ) -> None:
     server = "EX2013.contoso.example"  # the Exchange server connects itself (EHLO name)
@@ -283,14 +283,12 @@ async def test_stage_8_blocks_with_550_and_refuses_early_at_rcpt(
     assert await reply_of(gateway, old, local_hostname=server) == "250 2.0.0 Ok: queued as XYZ"
     clock.advance(days=95)
     assert await reply_of(gateway, old, local_hostname=server) == BLOCK_REPLY  # at end of DATA
-    mails_before = len(sink.mails)
-    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as info:
-        # a known, fully blocked client is refused at RCPT already
-        await send(gateway, old, local_hostname=server)
-    refused = info.value.recipients[0]
-    assert f"{refused.code} {refused.message}" == BLOCK_REPLY
-    assert len(sink.messages) == 1
-    assert len(sink.mails) == mails_before + 1  # MAIL went on, RCPT/DATA never did
+    assert await reply_of(gateway, old, local_hostname=server) == BLOCK_REPLY
+    # the same client, patched: accepted on its first message with the new build (SPEC §4),
+    # never refused before its headers are read
+    patched = exchange_message(build=CURRENT_SE, server=server)
+    assert await reply_of(gateway, patched, local_hostname=server) == "250 2.0.0 Ok: queued as XYZ"
+    assert len(sink.messages) == 2
 
 
 # --- STARTTLS --------------------------------------------------------------------------------
@@ -450,3 +448,37 @@ async def test_proxy_protocol_only_from_configured_load_balancers(
         assert b"192.0.2.10" not in sink.messages[1].data.split(b"\r\n\r\n")[0]
     finally:
         await untrusted.close(grace=0.1)
+
+
+async def test_control_characters_in_addresses_are_refused_not_relayed(
+    gateway: GatewayHandle, sink: NextHopSink
+) -> None:
+    # found by the fuzz test: aiosmtpd accepts them, the next-hop client cannot send them
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+
+    async def say(line: bytes) -> bytes:
+        writer.write(line + b"\r\n")
+        while True:
+            got = await asyncio.wait_for(reader.readline(), 5)
+            if got[3:4] != b"-":
+                return got.rstrip()
+
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220")
+    await say(b"EHLO ex01.contoso.example")
+    assert (
+        await say(b"MAIL FROM:<al\x01ice@contoso.example>")
+        == b"501 5.1.7 Bad sender address syntax"
+    )
+    assert (await say(b"MAIL FROM:<alice@contoso.example>")).startswith(b"250")
+    assert (
+        await say(b"RCPT TO:<bob\x7f@fabrikam.example>")
+        == b"501 5.1.3 Bad recipient address syntax"
+    )
+    assert (await say(b"RCPT TO:<bob@fabrikam.example>")).startswith(b"250")
+    # aiosmtpd's parser fails on a lone "<": a malformed address, not a gateway error
+    assert await say(b"RCPT TO: <") == b"553 5.1.3 Error: malformed address"
+    # replies that echo client input stay one clean line, whatever the bytes
+    assert await say(b"VRFY ,\x80\x01") == b"502 Could not VRFY ,?"
+    await say(b"QUIT")
+    writer.close()
+    assert sink.mails == ["alice@contoso.example"]

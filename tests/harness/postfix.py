@@ -88,6 +88,27 @@ def unavailable_reason() -> str | None:
     return None
 
 
+#: Which listing of a message wins when ``postqueue -j`` shows it twice: the queue it moves to.
+_QUEUE_ORDER = {"maildrop": 0, "incoming": 1, "active": 2, "hold": 3, "deferred": 4}
+
+
+def dedupe_queue(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per queue id.  ``postqueue -j`` walks the queue directories one after another,
+    so a message moving between them (active -> deferred) can be listed twice; keep the listing
+    with a delay reason, else the later queue's."""
+
+    def rank(entry: dict[str, Any]) -> tuple[int, int]:
+        has_reason = any(r.get("delay_reason") for r in entry.get("recipients", []))
+        return (int(has_reason), _QUEUE_ORDER.get(entry.get("queue_name", ""), -1))
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        key = str(entry.get("queue_id", id(entry)))
+        if key not in chosen or rank(entry) >= rank(chosen[key]):
+            chosen[key] = entry
+    return list(chosen.values())
+
+
 def find_free_port(host: str = "127.0.0.1") -> int:
     """A currently free TCP port on ``host`` (small race window, fine for tests)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -410,7 +431,7 @@ class PostfixInstance:
         """Parsed ``postqueue -j``: one dict per message (queue_name, recipients with
         delay_reason, ...)."""
         out = self.run("postqueue", "-j").stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return dedupe_queue(json.loads(line) for line in out.splitlines() if line.strip())
 
     def deferred_reasons(self) -> list[str]:
         return [

@@ -35,13 +35,26 @@ def context(**macros: str) -> MessageContext:
     )
 
 
-async def test_accepted_message_gets_the_verdict_header(enforcer: Enforcer) -> None:
+async def test_verified_name_from_the_macros_starts_the_schedule(enforcer: Enforcer) -> None:
+    """{client_name} (forward-confirmed) equal to the Exchange hop's host: verified evidence,
+    so the server's schedule applies (stage 1); the same message from a client Postfix could
+    not confirm is only recorded (applied stage 0, SPEC §3)."""
     policy = EnforcementPolicy(enforcer, MilterConfig())
-    verdict = await policy.on_end_of_headers(context(client_addr="203.0.113.25"))
-    assert verdict.action == "accept"
-    ((name, value),) = verdict.add_headers
+    verified = await policy.on_end_of_headers(
+        context(client_addr="203.0.113.25", client_name="mail.contoso.example")
+    )
+    assert verified.action == "accept"
+    ((name, value),) = verified.add_headers
     assert name == "X-Drossel"
     assert value == "server=mail.contoso.example; build=15.1.2507.6; status=unsupported; stage=1"
+
+    unverified = await policy.on_end_of_headers(
+        context(
+            client_addr="203.0.113.26", client_name="unknown", client_ptr="mail.contoso.example"
+        )
+    )
+    ((_, value),) = unverified.add_headers
+    assert value.endswith("stage=0")
 
 
 async def test_no_header_when_switched_off(enforcer: Enforcer) -> None:

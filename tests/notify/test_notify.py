@@ -10,11 +10,11 @@ from datetime import timedelta
 from drossel_seed import ACTOR, server
 from smtp_sink import free_port
 
-from drossel.catalog_source import packaged_catalog
+from drossel.app.catalog_source import packaged_catalog
 from drossel.config import NotifyConfig
 from drossel.notify import due_events, run_notifier, scan_and_notify
+from drossel.storage import notifications as queries
 from drossel.storage.store import Store
-from drossel.web import queries
 
 CATALOG = packaged_catalog()
 

@@ -211,7 +211,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.02):  # type: igno
 
 
 def write_config(path: Path, **storage: object) -> str:
-    lines = ["[storage]"]
+    lines = ["[policy]", "enforce_unverified = true", "[storage]"]  # loopback clients
     for key, value in storage.items():
         lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
     path.write_text("\n".join(lines) + "\n")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from drossel.app.journal import Journal
 from drossel.config import config_from_dict
 from drossel.core.detection import parse_headers
 from drossel.engine import ClientInfo, Enforcer
 from drossel.runtime import open_store
-from drossel.storage.journal import Journal
 from drossel.storage.store import Store
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -48,7 +48,12 @@ class Outage:
 @pytest.mark.parametrize("fail_mode", ["cache", "tempfail"])
 def test_outage_queue_journal_restart_and_recovery(tmp_path: Path, fail_mode: str) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    config = config_from_dict({"storage": {"fail_mode": fail_mode, "journal_memory_events": 2}})
+    config = config_from_dict(
+        {
+            "policy": {"enforce_unverified": True},  # CLIENT relays: unverified evidence
+            "storage": {"fail_mode": fail_mode, "journal_memory_events": 2},
+        }
+    )
     journal = Journal(tmp_path / "journal.jsonl")
     now = [T0]
     store = open_store(url)

@@ -15,7 +15,9 @@ import pytest
 from pg_nodes import T0, Node, drossel, started, wait_until, write_config
 from sqlalchemy import text
 
+from drossel.app.services import Services
 from drossel.core.decision import ServerRecord
+from drossel.core.policy import Policy
 from drossel.storage.store import Store
 
 pytestmark = pytest.mark.postgres
@@ -224,19 +226,9 @@ def test_pause_and_override_made_on_one_node_reach_every_node_within_a_second(
         assert result.returncode == 0, result.stderr
         return time.monotonic()
 
-    changed = change("pause", "add", "--tenant", "default", "--days", "5", "--json")
-    _, waited = wait_until(all_say("accept"), timeout=3)
-    assert time.monotonic() - changed < 1.0, waited
-    pause_id = store_pause_id(pg_url)
-
     # the web UI / API path: the Store of another process
     store = Store(pg_url)
     moment = T0 + timedelta(days=95)
-    store.end_pause(pause_id, "web", moment)
-    changed = time.monotonic()
-    wait_until(all_say("reject"), timeout=3)
-    assert time.monotonic() - changed < 1.0
-
     override = store.add_override(None, server, "migration booked", None, "web", moment)
     changed = time.monotonic()
     wait_until(all_say("accept"), timeout=3)
@@ -247,6 +239,17 @@ def test_pause_and_override_made_on_one_node_reach_every_node_within_a_second(
     changed = time.monotonic()
     wait_until(all_say("reject"), timeout=3)
     assert time.monotonic() - changed < 1.0
+
+    # the CLI path
+    changed = change("pause", "add", "--tenant", "default", "--days", "5", "--json")
+    _, waited = wait_until(all_say("accept"), timeout=3)
+    assert time.monotonic() - changed < 1.0, waited
+    pause_id = store_pause_id(pg_url)
+    # ended on its first day: that day is charged and stays paused (SPEC §5)
+    ended = Services(store, Policy()).end_pause(pause_id, "web", moment)
+    assert ended.days == 1
+    time.sleep(1.0)
+    assert all_say("accept")()
     store.dispose()
 
 

@@ -15,7 +15,10 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from drossel.storage.store import Store, StoreError
+from drossel.app.errors import AppError
+from drossel.app.services import Services
+from drossel.core.policy import Policy
+from drossel.storage.store import Store
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -33,8 +36,10 @@ def main() -> None:
         barrier.wait(30)
         time.sleep(max(0.0, float(start_at) - time.time()))
         try:
-            store.add_pause("contoso", T0.date() + timedelta(days=5 * i), 5, [], f"w{i}", T0, 90)
-        except StoreError as exc:
+            Services(store, Policy()).add_pause(
+                "contoso", T0.date() + timedelta(days=5 * i), 5, [], f"w{i}", T0
+            )
+        except AppError as exc:
             assert "budget" in str(exc), exc
             return
         with lock:

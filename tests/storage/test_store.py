@@ -7,9 +7,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from drossel.app.errors import AppError
+from drossel.app.services import Services
 from drossel.core.decision import ServerRecord
+from drossel.core.policy import Policy
 from drossel.core.schedule import budget_used
-from drossel.storage.store import Store, StoreError
+from drossel.storage.store import Store
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -34,9 +37,9 @@ def record(
 
 def test_tenants_contacts_connectors(store: Store) -> None:
     store.add_tenant("contoso", ["a@contoso.example", "b@contoso.example"], "t", NOW)
-    with pytest.raises(StoreError, match="exists already"):
+    with pytest.raises(AppError, match="exists already"):
         store.add_tenant("contoso", [], "t", NOW)
-    with pytest.raises(StoreError, match="not a mail address"):
+    with pytest.raises(AppError, match="not a mail address"):
         store.add_tenant("x", ["bad\r\naddress"], "t", NOW)
     connector = store.add_connector(
         "contoso",
@@ -53,11 +56,11 @@ def test_tenants_contacts_connectors(store: Store) -> None:
     assert not connector.matches("198.51.100.1", "mx.contoso.example")
     ip_only = store.add_connector("contoso", "ips", "OnPremises", ["192.0.2.0/24"], None, "t", NOW)
     assert ip_only.matches("192.0.2.7", None) and not ip_only.matches("garbage", None)
-    with pytest.raises(StoreError, match="not an IP"):
+    with pytest.raises(AppError, match="not an IP"):
         store.add_connector("contoso", "bad", "OnPremises", ["300.1.1.1/8"], None, "t", NOW)
-    with pytest.raises(StoreError, match="connector type"):
+    with pytest.raises(AppError, match="connector type"):
         store.add_connector("contoso", "bad", "Weird", ["192.0.2.0/24"], None, "t", NOW)
-    with pytest.raises(StoreError, match="unknown tenant"):
+    with pytest.raises(AppError, match="unknown tenant"):
         store.add_connector("nobody", "c", "Partner", ["192.0.2.0/24"], None, "t", NOW)
     assert [t.contacts for t in store.list_tenants()] == [
         ("a@contoso.example", "b@contoso.example")
@@ -102,36 +105,74 @@ def test_pause_budget_rules(store: Store) -> None:
     store.add_tenant("contoso", [], "t", NOW)
     today = NOW.date()
     for bad, message in [(0, "at least 1"), (-1, "at least 1"), (91, "at most 90")]:
-        with pytest.raises(StoreError, match=message):
-            store.add_pause("contoso", today, bad, [], "t", NOW, 90)
-    with pytest.raises(StoreError, match="past"):
-        store.add_pause("contoso", today - timedelta(days=1), 5, [], "t", NOW, 90)
-    with pytest.raises(StoreError, match="unknown server"):
-        store.add_pause("contoso", today, 5, ["nope.example"], "t", NOW, 90)
-    first = store.add_pause("contoso", today, 20, [], "t", NOW, 90)  # 2026-11-23..12-13
+        with pytest.raises(AppError, match=message):
+            Services(store, Policy()).add_pause("contoso", today, bad, [], "t", NOW)
+    with pytest.raises(AppError, match="past"):
+        Services(store, Policy()).add_pause("contoso", today - timedelta(days=1), 5, [], "t", NOW)
+    with pytest.raises(AppError, match="unknown server"):
+        Services(store, Policy()).add_pause("contoso", today, 5, ["nope.example"], "t", NOW)
+    first = Services(store, Policy()).add_pause(
+        "contoso", today, 20, [], "t", NOW
+    )  # 2026-11-23..12-13
     assert first.days == 20
     # 2026: 20 + 18 (12-14..12-31) = 38; 2027: 50 days
-    spanning = store.add_pause("contoso", date(2026, 12, 14), 68, [], "t", NOW, 90)
+    spanning = Services(store, Policy()).add_pause("contoso", date(2026, 12, 14), 68, [], "t", NOW)
     assert spanning.end == date(2027, 2, 20)
-    with pytest.raises(StoreError, match="2027"):
-        store.add_pause("contoso", date(2027, 3, 1), 41, [], "t", NOW, 90)
-    store.add_pause("contoso", date(2027, 3, 1), 40, [], "t", NOW, 90)
+    with pytest.raises(AppError, match="2027"):
+        Services(store, Policy()).add_pause("contoso", date(2027, 3, 1), 41, [], "t", NOW)
+    Services(store, Policy()).add_pause("contoso", date(2027, 3, 1), 40, [], "t", NOW)
 
 
 def test_ending_a_pause_early_gives_days_back(store: Store) -> None:
     store.add_tenant("contoso", [], "t", NOW)
     start = date(2027, 1, 5)
-    pause = store.add_pause("contoso", start, 90, [], "t", NOW, 90)
-    with pytest.raises(StoreError, match="budget exceeded for 2027"):
-        store.add_pause("contoso", start + timedelta(days=91), 1, [], "t", NOW, 90)
+    pause = Services(store, Policy()).add_pause("contoso", start, 90, [], "t", NOW)
+    with pytest.raises(AppError, match="budget exceeded for 2027"):
+        Services(store, Policy()).add_pause("contoso", start + timedelta(days=91), 1, [], "t", NOW)
     later = datetime(2027, 1, 15, 9, tzinfo=UTC)
-    ended = store.end_pause(pause.id or 0, "t", later)
-    assert ended.days == 10 and ended.ended_early
-    store.add_pause("contoso", later.date(), 20, [], "t", later, 90)
-    with pytest.raises(StoreError, match="already ended"):
-        store.end_pause(pause.id or 0, "t", later)
+    ended = Services(store, Policy()).end_pause(pause.id or 0, "t", later)
+    # every day on which the pause was in force counts, the day it is ended on included
+    assert ended.days == 11 and ended.ended_early and ended.end == date(2027, 1, 16)
+    Services(store, Policy()).add_pause("contoso", later.date(), 20, [], "t", later)
+    with pytest.raises(AppError, match="already ended"):
+        Services(store, Policy()).end_pause(pause.id or 0, "t", later)
     actions = [e.action for e in store.list_audit("contoso")]
     assert actions.count("pause.add") == 2 and "pause.end" in actions
+
+
+def test_a_pause_ended_on_its_first_day_costs_one_day(store: Store) -> None:
+    """SPEC §5: "pause at 00:01, end at 23:59" every day cannot pause for free."""
+    store.add_tenant("contoso", [], "t", NOW)
+    services = Services(store, Policy(pause_budget_days=7))
+    day = datetime(2027, 2, 1, 0, 1, tzinfo=UTC)
+    for n in range(5):
+        moment = day + timedelta(days=n)
+        pause = services.add_pause("contoso", moment.date(), 3, [], "t", moment)
+        ended = services.end_pause(pause.id or 0, "t", moment + timedelta(hours=23))
+        assert ended.days == 1 and ended.start == moment.date()
+    assert services.charged_days("contoso", 2027) == 5
+    with pytest.raises(AppError, match="budget exceeded"):
+        services.add_pause("contoso", (day + timedelta(days=5)).date(), 3, [], "t", day)
+
+
+def test_a_planned_pause_ended_before_it_starts_costs_nothing(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+    services = Services(store, Policy())
+    pause = services.add_pause("contoso", NOW.date() + timedelta(days=10), 30, [], "t", NOW)
+    cancelled = services.end_pause(pause.id or 0, "t", NOW)
+    assert cancelled.days == 0 and services.charged_days("contoso", NOW.year) == 0
+
+
+def test_extending_a_pause_stays_within_the_budget(store: Store) -> None:
+    store.add_tenant("contoso", [], "t", NOW)
+    services = Services(store, Policy(pause_budget_days=20))
+    start = date(2027, 3, 1)
+    pause = services.add_pause("contoso", start, 10, [], "t", NOW)
+    services.add_pause("contoso", date(2027, 6, 1), 5, [], "t", NOW)
+    longer = services.extend_pause(pause.id or 0, 5, "t", NOW)
+    assert (longer.id, longer.end) == (pause.id, start + timedelta(days=15))
+    with pytest.raises(AppError, match="budget exceeded"):
+        services.extend_pause(pause.id or 0, 1, "t", NOW)
 
 
 def test_concurrent_pauses_never_overspend(store: Store) -> None:
@@ -140,9 +181,9 @@ def test_concurrent_pauses_never_overspend(store: Store) -> None:
     def attempt(i: int) -> bool:
         try:
             start = date(2027, 1, 5) + timedelta(days=i * 10)
-            store.add_pause("contoso", start, 10, [], f"n{i}", NOW, 90)
+            Services(store, Policy()).add_pause("contoso", start, 10, [], f"n{i}", NOW)
             return True
-        except StoreError:
+        except AppError:
             return False
 
     with ThreadPoolExecutor(max_workers=10) as pool:
@@ -160,13 +201,13 @@ def test_overrides(store: Store) -> None:
     assert o.server == "ex01.contoso.example"
     assert [x.id for x in store.list_overrides(NOW)] == [o.id]
     assert store.list_overrides(NOW + timedelta(days=2)) == []
-    with pytest.raises(StoreError, match="future"):
+    with pytest.raises(AppError, match="future"):
         store.add_override("contoso", None, "r", NOW - timedelta(days=1), "t", NOW)
-    with pytest.raises(StoreError, match="empty"):
+    with pytest.raises(AppError, match="empty"):
         store.add_override("contoso", None, "  ", None, "t", NOW)
     store.remove_override(o.id or 0, "t", NOW)
     assert store.list_overrides() == []
-    with pytest.raises(StoreError, match="unknown override"):
+    with pytest.raises(AppError, match="unknown override"):
         store.remove_override(o.id or 0, "t", NOW)
 
 
@@ -174,13 +215,3 @@ def test_notifications_are_claimed_once(store: Store) -> None:
     store.add_tenant("contoso", [], "t", NOW)
     assert store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
     assert not store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
-
-
-def test_tokens_are_hashed(store: Store) -> None:
-    store.add_tenant("contoso", [], "t", NOW)
-    store.add_token("drs_secret", "tenant-admin", "contoso", "admin", "t", NOW)
-    assert store.lookup_token("drs_secret") == ("tenant-admin", "contoso")
-    assert store.lookup_token("drs_other") is None
-    with store.engine.connect() as conn:
-        stored = conn.exec_driver_sql("SELECT token_hash FROM tokens").scalar_one()
-    assert "drs_secret" not in stored

@@ -11,6 +11,7 @@ from drossel.config import Config, NotifyConfig
 from drossel.core.decision import ServerRecord
 from drossel.storage.migrate import upgrade
 from drossel.storage.store import Store
+from drossel.storage.tokens import add_token
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 ACTOR = "test"
@@ -102,9 +103,9 @@ def seed(path: Path, smtp_port: int = 25, now: datetime = NOW) -> Seeded:
         if offset < 3:
             counts[("fabrikam", "mail.fabrikam.example", day, "block")] = 2
     store.add_counts(counts, now)
-    store.add_token(OPERATOR_TOKEN, "operator", None, "ops-team", ACTOR, now)
-    store.add_token(CONTOSO_TOKEN, "tenant-admin", "contoso", "contoso-admin", ACTOR, now)
-    store.add_token(FABRIKAM_TOKEN, "tenant-admin", "fabrikam", "fabrikam-admin", ACTOR, now)
+    add_token(store, OPERATOR_TOKEN, "operator", None, "ops-team", ACTOR, now)
+    add_token(store, CONTOSO_TOKEN, "tenant-admin", "contoso", "contoso-admin", ACTOR, now)
+    add_token(store, FABRIKAM_TOKEN, "tenant-admin", "fabrikam", "fabrikam-admin", ACTOR, now)
     config = Config(
         notify=NotifyConfig(
             enabled=True,

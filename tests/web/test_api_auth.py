@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 from drossel_seed import ACTOR, Seeded, auth
 
+from drossel.app.services import Services
+from drossel.core.policy import Policy
+
 # (method, path, body, operator_only)
 TENANT_ENDPOINTS: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/tenants/{tenant}", None, False),
@@ -41,7 +44,7 @@ def _prepare(seeded: Seeded) -> dict[str, dict[str, int]]:
     ids: dict[str, dict[str, int]] = {}
     start = seeded.now.date() + timedelta(days=10)
     for tenant in ("contoso", "fabrikam"):
-        pause = seeded.store.add_pause(tenant, start, 5, [], ACTOR, seeded.now, 90)
+        pause = Services(seeded.store, Policy()).add_pause(tenant, start, 5, [], ACTOR, seeded.now)
         override = seeded.store.add_override(tenant, None, "test", None, ACTOR, seeded.now)
         assert pause.id and override.id
         ids[tenant] = {"pause": pause.id, "override": override.id}
@@ -145,12 +148,50 @@ def test_changes_are_audited_with_who(client, seeded):  # type: ignore[no-untype
     assert (entry.action, entry.actor) == ("override.add", "web:ops-team (operator)")
 
 
-def test_failed_bearer_logins_are_rate_limited(client, seeded):  # type: ignore[no-untyped-def]
+def test_failed_bearer_logins_are_rate_limited_per_address(client, seeded):  # type: ignore[no-untyped-def]
     limit = seeded.config.web.login_attempts_per_minute
-    for _ in range(limit):
-        assert (
-            client.get("/api/v1/me", headers={"Authorization": "Bearer drs_bad"}).status_code == 401
-        )
-    assert client.get("/api/v1/me", headers={"Authorization": "Bearer drs_bad"}).status_code == 429
+    for i in range(limit):  # different wrong tokens: only the address limit applies
+        bad = {"Authorization": f"Bearer drs_guess{i:03d}_xxxxxxxx"}
+        assert client.get("/api/v1/me", headers=bad).status_code == 401
+    bad = {"Authorization": "Bearer drs_guess999_xxxxxxxx"}
+    assert client.get("/api/v1/me", headers=bad).status_code == 429
     # even a good token from that address waits out the minute
     assert client.get("/api/v1/me", headers=auth("operator")).status_code == 429
+
+
+def test_guessing_one_token_is_limited_without_locking_out_others(client, seeded):  # type: ignore[no-untyped-def]
+    """Guesses at one token (same first characters) stop after the per-token limit, from any
+    address; other tokens keep working from the same address (behind a proxy, everyone's)."""
+    limit = seeded.config.web.token_attempts_per_minute
+    target = auth("contoso")["Authorization"].removeprefix("Bearer ")
+    for i in range(limit):
+        guess = {"Authorization": f"Bearer {target[:12]}wrong{i}"}
+        assert client.get("/api/v1/me", headers=guess).status_code == 401
+    guess = {"Authorization": f"Bearer {target[:12]}wrongagain"}
+    assert client.get("/api/v1/me", headers=guess).status_code == 429
+    assert client.get("/api/v1/me", headers=auth("operator")).status_code == 200
+    assert client.get("/api/v1/me", headers=auth("fabrikam")).status_code == 200
+
+
+def test_tokens_are_listed_and_revoked_by_operators_only(client, seeded):  # type: ignore[no-untyped-def]
+    assert client.get("/api/v1/tokens").status_code == 401
+    assert client.get("/api/v1/tokens", headers=auth("contoso")).status_code == 403
+    listed = client.get("/api/v1/tokens", headers=auth("operator"))
+    assert listed.status_code == 200
+    rows = {row["label"]: row for row in listed.json()}
+    assert set(rows) == {"ops-team", "contoso-admin", "fabrikam-admin"}
+    assert rows["contoso-admin"]["tenant"] == "contoso"
+    assert rows["ops-team"]["last_used"] is not None  # this very request used it
+    assert all(row["revoked"] is None for row in rows.values())
+    assert "drs_" not in listed.text  # never a token value
+    fabrikam = rows["fabrikam-admin"]["id"]
+    path = f"/api/v1/tokens/{fabrikam}/revoke"
+    assert client.post(path, headers=auth("contoso")).status_code == 403
+    assert client.get("/api/v1/me", headers=auth("fabrikam")).status_code == 200
+    revoked = client.post(path, headers=auth("operator"))
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is not None
+    assert client.get("/api/v1/me", headers=auth("fabrikam")).status_code == 401
+    assert client.post(path, headers=auth("operator")).status_code == 409
+    assert client.post("/api/v1/tokens/4242/revoke", headers=auth("operator")).status_code == 404
+    entry = seeded.store.list_audit("fabrikam")[0]
+    assert (entry.action, entry.actor) == ("token.revoke", "web:ops-team (operator)")

@@ -52,7 +52,7 @@ def test_pause_start_far_future(client):  # type: ignore[no-untyped-def]
 def test_pause_unknown_or_foreign_server(client, seeded):  # type: ignore[no-untyped-def]
     for server in ("nope.contoso.example", "mail.fabrikam.example"):
         r = client.post(PAUSES, json={"days": 5, "servers": [server]}, headers=auth("contoso"))
-        assert r.status_code == 400, r.text
+        assert r.status_code == 422, r.text
         assert "unknown server" in r.json()["detail"]
     assert seeded.store.list_pauses("contoso") == []
 
@@ -91,7 +91,7 @@ def test_end_pause_gives_days_back(client, seeded):  # type: ignore[no-untyped-d
     seeded.now = seeded.now + timedelta(days=2)
     ended = client.post(f"{PAUSES}/{created['id']}/end", headers=h)
     assert ended.status_code == 200
-    assert ended.json()["budget"]["used_days"] == 2
+    assert ended.json()["budget"]["used_days"] == 3
     assert client.post(f"{PAUSES}/{created['id']}/end", headers=h).status_code == 409
 
 
@@ -102,11 +102,12 @@ def test_extend_pause(client, seeded):  # type: ignore[no-untyped-def]
     ).json()
     r = client.post(f"{PAUSES}/{created['id']}/extend", json={"days": 5}, headers=h)
     assert r.status_code == 201, r.text
-    assert r.json()["start"] == created["end"]
+    assert r.json()["id"] == created["id"] and r.json()["start"] == created["start"]
+    assert r.json()["days"] == 15
     assert r.json()["servers"] == ["ex01.contoso.example"]
     assert r.json()["budget"]["used_days"] == 15
     r = client.post(f"{PAUSES}/{created['id']}/extend", json={"days": 80}, headers=h)
-    assert r.status_code == 409
+    assert r.status_code == 422 and "at most 90 days" in r.text
 
 
 def test_paused_server_report(client):  # type: ignore[no-untyped-def]
@@ -136,7 +137,7 @@ def test_bad_tenant_bodies(client, body):  # type: ignore[no-untyped-def]
 
 def test_control_characters_refused(client):  # type: ignore[no-untyped-def]
     r = client.post("/api/v1/tenants", json={"name": "bad\x00name"}, headers=auth("operator"))
-    assert r.status_code == 400
+    assert r.status_code == 422
 
 
 @pytest.mark.parametrize(
@@ -168,12 +169,12 @@ def test_naive_override_expiry_is_utc(client):  # type: ignore[no-untyped-def]
 def test_bad_connectors(client):  # type: ignore[no-untyped-def]
     h = auth("operator")
     base = {"tenant": "contoso", "name": "c9"}
-    assert client.post("/api/v1/connectors", json=base, headers=h).status_code == 400
+    assert client.post("/api/v1/connectors", json=base, headers=h).status_code == 422
     assert (
         client.post(
             "/api/v1/connectors", json={**base, "ip_ranges": ["999.1.1.1"]}, headers=h
         ).status_code
-        == 400
+        == 422
     )
     assert (
         client.post(

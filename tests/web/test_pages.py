@@ -71,15 +71,28 @@ def test_login_needs_login_csrf(client):  # type: ignore[no-untyped-def]
 
 
 def test_login_rate_limited_per_ip(client, seeded):  # type: ignore[no-untyped-def]
-    for _ in range(seeded.config.web.login_attempts_per_minute):
+    for i in range(seeded.config.web.login_attempts_per_minute):
         page = client.get("/login")
-        r = client.post("/login", data={"csrf": csrf_of(page.text), "token": "drs_wrong"})
+        r = client.post("/login", data={"csrf": csrf_of(page.text), "token": f"drs_{i:04d}wrong"})
         assert r.status_code == 401
         assert "not valid" in r.text
     page = client.get("/login")
     r = client.post("/login", data={"csrf": csrf_of(page.text), "token": TOKENS["contoso"]})
     assert r.status_code == 429
-    assert "Too many failed logins" in r.text
+    assert "Too many failed logins from your address" in r.text
+
+
+def test_login_guesses_at_one_token_are_limited(client, seeded):  # type: ignore[no-untyped-def]
+    prefix = TOKENS["contoso"][:12]
+    for i in range(seeded.config.web.token_attempts_per_minute):
+        page = client.get("/login")
+        r = client.post("/login", data={"csrf": csrf_of(page.text), "token": f"{prefix}x{i}"})
+        assert r.status_code == 401
+    page = client.get("/login")
+    r = client.post("/login", data={"csrf": csrf_of(page.text), "token": f"{prefix}again"})
+    assert r.status_code == 429
+    assert "Too many failed logins with this token" in r.text
+    login(client, "fabrikam")  # other tokens still log in from the same address
 
 
 def test_open_redirect_refused(client):  # type: ignore[no-untyped-def]
@@ -195,7 +208,7 @@ def test_pause_flow_with_csrf(client, seeded):  # type: ignore[no-untyped-def]
         "/t/contoso/pauses",
         data={"csrf": token, "days": "5", "scope": "chosen", "server": "mail.fabrikam.example"},
     )
-    assert r.status_code == 409 and "unknown server" in r.text
+    assert r.status_code == 422 and "unknown server" in r.text
     # a good one
     r = client.post(
         "/t/contoso/pauses",
@@ -207,10 +220,11 @@ def test_pause_flow_with_csrf(client, seeded):  # type: ignore[no-untyped-def]
     r = client.post("/t/contoso/pauses", data={"csrf": token, "days": "31", "scope": "all"})
     assert r.status_code == 409
     assert "only 30 of 90 days are left for 2026" in r.text
-    # end it: all 60 days come back (it started today)
+    # end it on the day it started
     pause_id = seeded.store.list_pauses("contoso")[0].id
     r = client.post(f"/t/contoso/pauses/{pause_id}/end", data={"csrf": token})
-    assert r.status_code == 200 and re.search(r'left-days">90<', r.text)
+    # the day it is ended on counts: 89 of 90 days come back
+    assert r.status_code == 200 and re.search(r'left-days">89<', r.text)
     audit = seeded.store.list_audit("contoso")
     assert audit[0].action == "pause.end"
     assert audit[0].actor == "web:contoso-admin (tenant-admin of contoso)"
@@ -224,6 +238,23 @@ def test_logout(client):  # type: ignore[no-untyped-def]
     assert r.status_code == 303
     client.cookies.clear()
     assert client.get("/t/contoso", follow_redirects=False).status_code == 303
+
+
+def test_a_copied_cookie_stops_working_after_logout(client, app):  # type: ignore[no-untyped-def]
+    login(client, "contoso")
+    copied = client.cookies.get("drossel_session")
+    assert copied
+    with TestClient(app) as thief:
+        thief.cookies.set("drossel_session", copied)
+        assert thief.get("/t/contoso", follow_redirects=False).status_code == 200
+        token = csrf_of(client.get("/t/contoso").text)
+        assert (
+            client.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+        )
+        assert thief.get("/t/contoso", follow_redirects=False).status_code == 303
+        assert (
+            thief.get("/t/contoso", follow_redirects=False).headers["location"].startswith("/login")
+        )
 
 
 def test_forged_session_cookie(client):  # type: ignore[no-untyped-def]

@@ -7,7 +7,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-ADAPTERS = ("drossel.milter.cli", "drossel.gateway.cli", "drossel.web.cli", "drossel.serve")
+ADAPTERS = (
+    "drossel.milter.cli",
+    "drossel.gateway.cli",
+    "drossel.cli.demo",
+    "drossel.web.cli",
+    "drossel.serve",
+)
 
 
 def register(sub: Any, command: Any) -> None:

@@ -12,11 +12,17 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from drossel.catalog_source import install_catalog, load_catalog, packaged_catalog
+from drossel import __version__
+from drossel.app.catalog_source import install_catalog, load_catalog, packaged_catalog
+from drossel.app.errors import AppError
+from drossel.app.report import pause_json
+from drossel.app.services import Services
+from drossel.cli.output import add_format_flags, closed_pipe, output, print_table
 from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
 from drossel.core.assessment import assess
 from drossel.core.build import Build
@@ -25,9 +31,10 @@ from drossel.core.decision import ConnectionFacts, Snapshot, decide, observe
 from drossel.core.detection import detect
 from drossel.core.policy import PolicyError
 from drossel.core.schedule import EnforcementClock, Pause, midnight, stage_at
+from drossel.redact import display_url, redact
 from drossel.runtime import open_store, setup_logging
 from drossel.storage.migrate import SchemaOutOfDate, upgrade
-from drossel.storage.store import CONNECTOR_TYPES, Store, StoreError
+from drossel.storage.store import CONNECTOR_TYPES, Store
 
 EXIT_ERROR = 2
 
@@ -56,6 +63,9 @@ class Context:
         except (KeyError, OSError):
             return "cli"
 
+    def services(self) -> Services:
+        return Services(self.store(), self.config)
+
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(database_url(self.config, getattr(self.args, "db", None)))
@@ -71,13 +81,8 @@ def emit(data: Any) -> None:
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(*headers)
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(t)
+    """Rows under ``headers``, fitted to the terminal (cells wrap rather than being cut)."""
+    print_table([dict(zip(headers, row, strict=False)) for row in rows])
 
 
 # --- detection, assessment, simulation, check -----------------------------------------------
@@ -93,7 +98,10 @@ def _read_input(name: str | None) -> bytes:
 
 
 def cmd_detect(ctx: Context) -> int:
-    detection = detect(_read_input(ctx.args.file), ctx.config.policy.trusted_hosts)
+    # The catalog rules out 15.x builds of CU lines no on-premises release ever had.
+    detection = detect(
+        _read_input(ctx.args.file), ctx.config.policy.trusted_hosts, catalog=_catalog(ctx)
+    )
     if ctx.args.json:
         emit(detection.to_json())
         return 0
@@ -171,6 +179,17 @@ def cmd_simulate(ctx: Context) -> int:
     return 0
 
 
+def _facts_for_evidence(facts: ConnectionFacts, evidence: str, server: str) -> ConnectionFacts:
+    """Connection facts that give ``evidence`` for ``server`` (``drossel check --evidence``)."""
+    if evidence == "connector":
+        if facts.connector_type == "Default":
+            return replace(facts, connector_type="OnPremises")
+        return facts
+    if evidence == "verified":
+        return replace(facts, connector_type="Default", client_name=server)
+    return replace(facts, connector_type="Default", helo=server, client_addr="192.0.2.1")
+
+
 def cmd_check(ctx: Context) -> int:
     """Whole pipeline once, without touching any state."""
     now = ctx.now
@@ -179,12 +198,13 @@ def cmd_check(ctx: Context) -> int:
         raise CliError("--first-seen must not be after --at")
     policy = ctx.config.policy
     catalog = _catalog(ctx)
-    detection = detect(_read_input(ctx.args.file), policy.trusted_hosts)
-    facts = ConnectionFacts(tenant=ctx.args.tenant, connector_type=ctx.args.connector_type)
+    detection = detect(_read_input(ctx.args.file), policy.trusted_hosts, catalog=catalog)
     assessment = None
     snapshot = Snapshot()
+    facts = ConnectionFacts(tenant=ctx.args.tenant, connector_type=ctx.args.connector_type)
     if detection.connecting is not None:
         server = detection.connecting
+        facts = _facts_for_evidence(facts, ctx.args.evidence, server.server)
         assessment = assess(server.build, now.date(), catalog, policy)
         first = observe(None, facts, server, assessment, first_seen, policy)
         record = observe(first, facts, server, assessment, now, policy)
@@ -243,8 +263,21 @@ def cmd_catalog_load(ctx: Context) -> int:
 # --- state ------------------------------------------------------------------------------------
 
 
+#: The report columns of the default (80-column) table; ``--wide``/``--csv``/``--json`` show all.
+REPORT_COLUMNS = (
+    "tenant",
+    "server_fqdn",
+    "update_name",
+    "status",
+    "stage",
+    "throttle_minutes",
+    "block_minutes",
+    "next_stage_start",
+)
+
+
 def cmd_report(ctx: Context) -> int:
-    from drossel.report import pause_budget, tenant_report
+    from drossel.app.report import pause_budget, tenant_report
 
     store = ctx.store()
     rows = tenant_report(
@@ -255,46 +288,15 @@ def cmd_report(ctx: Context) -> int:
         tenant=ctx.args.tenant,
         include_inactive=ctx.args.all,
     )
-    if ctx.args.json:
-        emit(rows)
-        return 0
-    table(
-        [
-            (
-                r["tenant"],
-                r["server_fqdn"],
-                r["product"],
-                r["build"],
-                r["update_name"],
-                r["status"],
-                r["stage"],
-                f"{r['throttle_minutes']}/{r['block_minutes']}",
-                (r["next_stage_start"] or "")[:10],
-                "; ".join(r["recommended_builds"]),
-            )
-            for r in rows
-        ],
-        [
-            "tenant",
-            "server",
-            "product",
-            "build",
-            "update",
-            "status",
-            "stage",
-            "thr/blk",
-            "next",
-            "install",
-        ],
-    )
-    if ctx.args.tenant:
+    output(rows, ctx.args, REPORT_COLUMNS)
+    if ctx.args.tenant and not (ctx.args.json or ctx.args.csv):
         budget = pause_budget(store, ctx.config.policy, ctx.args.tenant, ctx.now)
         print(f"pause budget {budget.year}: {budget.used} of {budget.budget} days used")
     return 0
 
 
 def cmd_tenant_add(ctx: Context) -> int:
-    tenant = ctx.store().add_tenant(
+    tenant = ctx.services().add_tenant(
         ctx.args.name, ctx.args.contact or [], ctx.actor, ctx.now, ctx.args.display_name or ""
     )
     print(f"tenant {tenant.name} added")
@@ -311,7 +313,7 @@ def cmd_tenant_list(ctx: Context) -> int:
 
 
 def cmd_connector_add(ctx: Context) -> int:
-    connector = ctx.store().add_connector(
+    connector = ctx.services().add_connector(
         ctx.args.tenant,
         ctx.args.name,
         ctx.args.type,
@@ -340,7 +342,7 @@ def cmd_connector_list(ctx: Context) -> int:
     else:
         table(
             [
-                (r["tenant"], r["name"], r["type"], ", ".join(r["ip_ranges"]), r["tls_name"])
+                (r["tenant"], r["name"], r["type"], ", ".join(r["ip_ranges"] or ()), r["tls_name"])
                 for r in rows
             ],
             ["tenant", "name", "type", "ip ranges", "tls name"],
@@ -348,54 +350,49 @@ def cmd_connector_list(ctx: Context) -> int:
     return 0
 
 
-def _pause_json(p: Pause) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "tenant": p.tenant,
-        "start": p.start.isoformat(),
-        "end": p.end.isoformat(),
-        "days": p.days,
-        "servers": list(p.servers) or "all",
-        "ended_early": p.ended_early,
-    }
-
-
 def cmd_pause_add(ctx: Context) -> int:
     start = date.fromisoformat(ctx.args.start) if ctx.args.start else ctx.now.date()
-    pause = ctx.store().add_pause(
-        ctx.args.tenant,
-        start,
-        ctx.args.days,
-        ctx.args.server or [],
-        ctx.actor,
-        ctx.now,
-        ctx.config.policy.pause_budget_days,
+    pause = ctx.services().add_pause(
+        ctx.args.tenant, start, ctx.args.days, ctx.args.server or [], ctx.actor, ctx.now
     )
     if ctx.args.json:
-        emit(_pause_json(pause))
+        emit(pause_json(pause, ctx.now))
     else:
         print(f"pause {pause.id} for {pause.tenant}: {pause.start} until {pause.end}")
     return 0
 
 
 def cmd_pause_list(ctx: Context) -> int:
-    pauses = [_pause_json(p) for p in ctx.store().list_pauses(ctx.args.tenant)]
+    pauses = [pause_json(p, ctx.now) for p in ctx.store().list_pauses(ctx.args.tenant)]
     if ctx.args.json:
         emit(pauses)
     else:
-        table([tuple(p.values()) for p in pauses], list(pauses[0]) if pauses else ["none"])
+        columns = ["id", "tenant", "start", "end", "charged_days", "servers", "state"]
+        table([tuple(str(p[c]) for c in columns) for p in pauses], columns)
     return 0
 
 
 def cmd_pause_end(ctx: Context) -> int:
-    pause = ctx.store().end_pause(ctx.args.id, ctx.actor, ctx.now)
-    print(f"pause {pause.id} ended; it now runs {pause.start} until {pause.end}")
+    pause = ctx.services().end_pause(ctx.args.id, ctx.actor, ctx.now)
+    print(
+        f"pause {pause.id} ended; it now runs {pause.start} until {pause.end} "
+        f"({pause.days} days charged)"
+    )
+    return 0
+
+
+def cmd_pause_extend(ctx: Context) -> int:
+    pause = ctx.services().extend_pause(ctx.args.id, ctx.args.days, ctx.actor, ctx.now)
+    if ctx.args.json:
+        emit(pause_json(pause, ctx.now))
+    else:
+        print(f"pause {pause.id} now runs {pause.start} until {pause.end}")
     return 0
 
 
 def cmd_override_add(ctx: Context) -> int:
     expires = parse_moment(ctx.args.expires) if ctx.args.expires else None
-    override = ctx.store().add_override(
+    override = ctx.services().add_override(
         ctx.args.tenant, ctx.args.server, ctx.args.reason, expires, ctx.actor, ctx.now
     )
     print(f"override {override.id} added")
@@ -421,27 +418,19 @@ def cmd_override_list(ctx: Context) -> int:
 
 
 def cmd_override_remove(ctx: Context) -> int:
-    ctx.store().remove_override(ctx.args.id, ctx.actor, ctx.now)
+    ctx.services().remove_override(ctx.args.id, ctx.actor, ctx.now)
     print(f"override {ctx.args.id} removed")
     return 0
 
 
 def cmd_db_upgrade(ctx: Context) -> int:
-    store = Store(database_url(ctx.config, ctx.args.db))
-    upgrade(store.engine)
-    print("database schema is up to date")
-    return 0
-
-
-def cmd_token_create(ctx: Context) -> int:
-    import secrets
-
-    if bool(ctx.args.tenant) == bool(ctx.args.operator):
-        raise CliError("give either --tenant T or --operator")
-    token = "drs_" + secrets.token_urlsafe(32)
-    role = "operator" if ctx.args.operator else "tenant-admin"
-    ctx.store().add_token(token, role, ctx.args.tenant, ctx.args.label or "", ctx.actor, ctx.now)
-    print(token)
+    url = database_url(ctx.config, ctx.args.db)
+    store = Store(url)
+    try:
+        upgrade(store.engine)
+    finally:
+        store.dispose()
+    print(f"database schema is up to date ({display_url(url)})")
     return 0
 
 
@@ -456,10 +445,7 @@ def cmd_audit(ctx: Context) -> int:
         }
         for e in ctx.store().list_audit(ctx.args.tenant)
     ]
-    if ctx.args.json:
-        emit(rows)
-    else:
-        table([tuple(r.values()) for r in rows], list(rows[0]) if rows else ["none"])
+    output(rows, ctx.args, ["at", "actor", "tenant", "action", "detail"])
     return 0
 
 
@@ -483,12 +469,14 @@ Handler = Callable[[Context], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from drossel.cli import daemons
+    from drossel.cli import analyze as analyze_cli
+    from drossel.cli import daemons, tokens
 
     parser = argparse.ArgumentParser(
         prog="drossel",
         description="Report, throttle and block mail from out-of-date Exchange servers.",
     )
+    parser.add_argument("--version", action="version", version=f"drossel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -513,7 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="message or header file, - for stdin")
     p.add_argument("--first-seen", help="when the server was first detected (default: --at)")
     p.add_argument("--tenant", default="default")
-    p.add_argument("--connector-type", default="Default", choices=["Default", *CONNECTOR_TYPES])
+    p.add_argument(
+        "--connector-type",
+        default="OnPremises",
+        choices=["Default", *CONNECTOR_TYPES],
+        help="connector type the message came through (default: an OnPremises connector)",
+    )
+    p.add_argument(
+        "--evidence",
+        default="connector",
+        choices=["connector", "verified", "unverified"],
+        help="how the server is tied to the client (SPEC §3); verified and unverified "
+        "mean mail matching no connector",
+    )
 
     catalog = sub.add_parser("catalog", help="list, search or update the Exchange catalog")
     _common(catalog)
@@ -535,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="install even if older")
 
     p = command("report", cmd_report, "per-server enforcement report")
+    add_format_flags(p)
     p.add_argument("--tenant")
     p.add_argument("--all", action="store_true", help="include servers unseen for 60 days")
 
@@ -572,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant")
     p = command("end", cmd_pause_end, "end a pause today", json_flag=False, parent=pause)
     p.add_argument("id", type=int)
+    p = command("extend", cmd_pause_extend, "add days to a pause", parent=pause)
+    p.add_argument("id", type=int)
+    p.add_argument("--days", type=int, required=True)
 
     override = sub.add_parser("override", help="manage allow-overrides").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
@@ -594,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
 
     p = command("audit", cmd_audit, "show the audit log")
+    add_format_flags(p)
     p.add_argument("--tenant")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
@@ -601,16 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("upgrade", cmd_db_upgrade, "create or migrate the schema", json_flag=False, parent=db)
 
-    token = sub.add_parser("token", help="API/web tokens").add_subparsers(
-        dest="sub", required=True, metavar="ACTION"
-    )
-    p = command(
-        "create", cmd_token_create, "create a token (printed once)", json_flag=False, parent=token
-    )
-    p.add_argument("--tenant")
-    p.add_argument("--operator", action="store_true")
-    p.add_argument("--label")
+    tokens.register(sub, command)
 
+    analyze_cli.register(sub, command)
     daemons.register(sub, command)
     return parser
 
@@ -623,13 +621,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = Context(args)
         return int(args.handler(ctx))
-    except (CliError, ConfigError, PolicyError, CatalogError, StoreError, SchemaOutOfDate) as exc:
-        print(f"drossel: error: {exc}", file=sys.stderr)
+    except (
+        CliError,
+        ConfigError,
+        PolicyError,
+        CatalogError,
+        SchemaOutOfDate,
+        AppError,
+    ) as exc:
+        print(redact(f"drossel: error: {exc}"), file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        return closed_pipe()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        print(f"drossel: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"drossel: error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         return 1

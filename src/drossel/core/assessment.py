@@ -11,6 +11,15 @@ Every rule is derived from catalog data, never from a hand-kept "supported" flag
 
 Hotfix updates (HU) are not security updates. A build missing from the catalog is graded as the
 nearest lower known build; one newer than anything known is "unknown" and never enforced.
+
+Builds that no on-premises product ever had (Exchange Online's 14.16.x, 15.20+, or a 15.x CU line
+absent from the catalog) are "not_applicable": they are Microsoft's hosted service, not a server
+to grade.
+
+Extended Security Updates (ESU): a 2016/2019 server running an update that Microsoft shipped only
+to ESU customers is graded as if its product were still supported until the last ESU period of
+the catalog ends (current, or behind by the usual rules against the other ESU updates of its CU),
+then unsupported.  A public build of those products is unsupported after the extended end.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from drossel.core.build import PRODUCT_ONLINE, PRODUCT_SE, Build, product_of
-from drossel.core.catalog import Catalog, Release
+from drossel.core.catalog import Catalog, EsuPeriod, Release
+from drossel.core.hosted import MICROSOFT_HOSTED
 from drossel.core.policy import Policy, Status
 
 _VERSION_SUFFIX_RE = re.compile(r"v\d+$", re.IGNORECASE)
@@ -53,6 +63,50 @@ class Assessment:
 
 def describe(release: Release) -> str:
     return f"{release.update_name} ({release.build.short})"
+
+
+def describe_update(release: Release) -> str:
+    """Name, build and KB article of an update, so an admin can look it up."""
+    kb = f", {release.kb}" if release.kb else ""
+    return f"{release.update_name} ({release.build.short}{kb})"
+
+
+MAX_NAMED_UPDATES = 6
+"""At most this many missing updates are named one by one in a reason; the rest are counted."""
+
+
+def _name_updates(updates: list[Release]) -> str:
+    named = ", ".join(describe_update(r) for r in updates[:MAX_NAMED_UPDATES])
+    more = len(updates) - MAX_NAMED_UPDATES
+    return named + (f" and {more} more" if more > 0 else "")
+
+
+def _not_on_premises(build: Build, catalog: Catalog) -> str | None:
+    """Why ``build`` is no on-premises server at all, or ``None`` if it could be one."""
+    rule = MICROSOFT_HOSTED.build_rule(build)
+    if rule is not None:
+        return f"{build} is a Microsoft-hosted service build: {rule.service}"
+    if build.major in (8, 14) and product_of(build) is None:
+        return (
+            f"no on-premises Exchange ever had build {build} "
+            "(Exchange 2007 and 2010 ended at service pack 3, minor 3)"
+        )
+    if not catalog.is_on_premises_line(build):
+        line = ".".join(str(part) for part in build.cu_key)
+        return (
+            f"no on-premises {product_of(build)} release has build line {line} "
+            f"(catalog {catalog.version}); Exchange Online stamped such builds"
+        )
+    return None
+
+
+def _esu_of(catalog: Catalog, release: Release) -> tuple[EsuPeriod, date] | None:
+    """The ESU period of an ESU-only update and the day the product's last ESU period ends."""
+    period = catalog.esu_period_of(release.build)
+    last_end = catalog.esu_end(release.product)
+    if period is None or last_end is None:
+        return None
+    return period, last_end
 
 
 def _release_key(release: Release) -> str:
@@ -108,6 +162,11 @@ def _migrate_to_se(catalog: Catalog, at: date) -> tuple[str, ...]:
 
 def assess(build: Build, at: date, catalog: Catalog, policy: Policy) -> Assessment:
     """Grade ``build`` as of the end of day ``at``."""
+    hosted_reason = _not_on_premises(build, catalog)
+    if hosted_reason is not None:
+        return Assessment(
+            build, product_of(build), None, None, "not_applicable", False, (hosted_reason,)
+        )
     product = product_of(build)
     if product is None:
         return Assessment(build, None, None, None, "unknown", False, ("not an Exchange build",))
@@ -143,7 +202,22 @@ def assess(build: Build, at: date, catalog: Catalog, policy: Policy) -> Assessme
             build, product, None, None, "unknown", False, (f"{product} was not released by {at}",)
         )
     base = catalog.line_of(release)
-    if lifecycle.extended_end is not None and at > lifecycle.extended_end:
+    esu = _esu_of(catalog, release)
+    past_end = lifecycle.extended_end is not None and at > lifecycle.extended_end
+    if past_end and esu is not None and at <= esu[1]:
+        period, last_end = esu
+        reasons.append(
+            f"{release.update_name} is an Extended Security Update ({period.name}, "
+            f"{period.start} to {period.end}); {product} reached end of extended support on "
+            f"{lifecycle.extended_end} but is graded as supported until the last ESU period "
+            f"ends on {last_end}"
+        )
+    elif past_end:
+        if esu is not None:
+            reasons.append(
+                f"{release.update_name} is an Extended Security Update; the last ESU period "
+                f"for {product} ended on {esu[1]}"
+            )
         reasons.append(f"{product} reached end of extended support on {lifecycle.extended_end}")
         return Assessment(
             build,
@@ -202,6 +276,7 @@ def assess(build: Build, at: date, catalog: Catalog, policy: Policy) -> Assessme
         f"was released {lag} days before {at}"
         + (f" (more than the {policy.max_patch_lag_days} days allowed)" if vulnerable else "")
     )
+    reasons.append(f"missing: {_name_updates(missing)}")
     return Assessment(
         build,
         product,

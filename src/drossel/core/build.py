@@ -84,8 +84,17 @@ ON_PREMISES_PRODUCTS = (
 )
 
 
+LAST_SERVICE_PACK_MINOR = 3
+"""Exchange 2007 (8.x) and 2010 (14.x) put the service pack in the minor: RTM 0 to SP3 3.
+Both products are finished, so a higher minor (Exchange Online's 14.16.x) is no on-premises
+server."""
+
+
 def product_of(build: Build) -> str | None:
-    """Name the product a build belongs to, or ``None`` for numbers no Exchange ever stamped."""
+    """Name the product a build belongs to, or ``None`` for numbers no Exchange ever stamped
+    on-premises (and Exchange Online for its own 15.20+ builds)."""
+    if build.major in (8, 14) and build.minor > LAST_SERVICE_PACK_MINOR:
+        return None
     if build.major == 8:
         return PRODUCT_2007
     if build.major == 14:

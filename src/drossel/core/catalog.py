@@ -9,6 +9,7 @@ core stays free of I/O.
 from __future__ import annotations
 
 import json
+import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,6 +22,9 @@ BASE_KINDS = ("RTM", "SP", "CU")
 """Kinds that start a servicing line ("CU" in HealthChecker's sense); RUs/SUs/HUs patch one."""
 SECURITY_KINDS = ("SU", "RU")
 """Kinds that fix vulnerabilities. Hotfix updates (HU) are not security updates."""
+
+
+_KB_RE = re.compile(r"^KB\d{6,8}$")
 
 
 class CatalogError(ValueError):
@@ -42,6 +46,7 @@ class Release:
     build: Build
     release_date: date
     kind: str
+    kb: str | None = None  # Microsoft knowledge-base article, e.g. "KB5094144"
 
     @property
     def is_base(self) -> bool:
@@ -53,14 +58,30 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class EsuPeriod:
+    """One period of Microsoft's paid Extended Security Update programme: the security updates
+    shipped only to its customers, for products past their end of extended support."""
+
+    name: str
+    products: tuple[str, ...]
+    start: date
+    end: date
+    builds: frozenset[Build]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
-    """All known releases, sorted by build, with each product's lifecycle."""
+    """All known releases, sorted by build, with each product's lifecycle and ESU periods."""
 
     version: str
     products: dict[str, ProductLifecycle]
     releases: tuple[Release, ...]
+    esu_periods: tuple[EsuPeriod, ...] = ()
     _builds: tuple[Build, ...] = field(init=False, repr=False, compare=False)
     _lines: dict[Build, Release] = field(init=False, repr=False, compare=False)
+    _cu_keys: frozenset[tuple[int, int, int]] = field(init=False, repr=False, compare=False)
+    _newest: dict[str, Build] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.releases, key=lambda r: (r.build, r.release_date)))
@@ -73,6 +94,35 @@ class Catalog:
                 current[release.product] = release
             lines[release.build] = current[release.product]
         object.__setattr__(self, "_lines", lines)
+        object.__setattr__(self, "_cu_keys", frozenset(r.build.cu_key for r in ordered))
+        # releases are sorted by build, so the last one seen of a product is its newest
+        object.__setattr__(self, "_newest", {r.product: r.build for r in ordered})
+
+    def is_on_premises_line(self, build: Build) -> bool:
+        """False for an Exchange 2013/2016/2019/SE build whose CU line (major.minor.build) no
+        release ever had, within the range the catalog covers: on-premises servers run released
+        CUs (security updates keep the CU's build number), while Exchange Online stamped
+        in-between lines such as 15.0.1010.x.  Builds newer than the catalog, and 2007/2010
+        builds (their rollups changed the build number), are never ruled out here."""
+        product = product_of(build)
+        if build.major != 15 or product is None:
+            return True
+        newest = self._newest.get(product)
+        if newest is None or build > newest:
+            return True
+        return build.cu_key in self._cu_keys
+
+    def esu_period_of(self, build: Build) -> EsuPeriod | None:
+        """The ESU period whose updates include exactly this build."""
+        for period in self.esu_periods:
+            if build in period.builds:
+                return period
+        return None
+
+    def esu_end(self, product: str) -> date | None:
+        """The day the last ESU period of ``product`` ends, if it has any."""
+        ends = [p.end for p in self.esu_periods if product in p.products]
+        return max(ends) if ends else None
 
     def exact(self, build: Build) -> Release | None:
         index = bisect_right(self._builds, build) - 1
@@ -171,6 +221,9 @@ def catalog_from_dict(data: Any) -> Catalog:
         if build in seen:
             raise CatalogError(f"{where}: duplicate build {build}")
         seen.add(build)
+        kb = item.get("kb")
+        if kb is not None and (not isinstance(kb, str) or not _KB_RE.match(kb)):
+            raise CatalogError(f"{where}: 'kb' must look like KB5012345, got {kb!r}")
         releases.append(
             Release(
                 product=str(product),
@@ -178,11 +231,69 @@ def catalog_from_dict(data: Any) -> Catalog:
                 build=build,
                 release_date=_date(item.get("release_date"), where),
                 kind=str(kind),
+                kb=kb,
             )
         )
     if not releases:
         raise CatalogError("catalog: no releases")
-    return Catalog(version=version, products=products, releases=tuple(releases))
+    by_build = {r.build: r for r in releases}
+    periods = _esu_periods(data.get("extended_security_updates", []), products, by_build)
+    return Catalog(
+        version=version, products=products, releases=tuple(releases), esu_periods=periods
+    )
+
+
+def _esu_periods(
+    raw: Any, products: dict[str, ProductLifecycle], by_build: dict[Build, Release]
+) -> tuple[EsuPeriod, ...]:
+    """Validate the ESU periods: each lists products past their extended end, a date range
+    after it, and SU builds of those products from the catalog, released within the range."""
+    if not isinstance(raw, list):
+        raise CatalogError("catalog: 'extended_security_updates' must be a list")
+    periods: list[EsuPeriod] = []
+    claimed: set[Build] = set()
+    for i, item in enumerate(raw):
+        where = f"extended_security_updates[{i}]"
+        if not isinstance(item, dict):
+            raise CatalogError(f"{where}: must be an object")
+        name = item.get("name")
+        source = item.get("source")
+        if not isinstance(name, str) or not name or not isinstance(source, str) or not source:
+            raise CatalogError(f"{where}: 'name' and 'source' must be non-empty strings")
+        start = _date(item.get("start"), where)
+        end = _date(item.get("end"), where)
+        if end < start:
+            raise CatalogError(f"{where}: 'end' is before 'start'")
+        names = item.get("products")
+        if not isinstance(names, list) or not names:
+            raise CatalogError(f"{where}: 'products' must be a non-empty list")
+        for product in names:
+            lifecycle = products.get(product) if isinstance(product, str) else None
+            if lifecycle is None or lifecycle.extended_end is None:
+                raise CatalogError(f"{where}: {product!r} is not a product with an extended end")
+            if start <= lifecycle.extended_end:
+                raise CatalogError(f"{where}: starts before {product} left extended support")
+        builds: set[Build] = set()
+        raw_builds = item.get("builds")
+        if not isinstance(raw_builds, list) or not raw_builds:
+            raise CatalogError(f"{where}: 'builds' must be a non-empty list")
+        for text in raw_builds:
+            build = Build.parse(str(text))
+            release = by_build.get(build) if build is not None else None
+            if build is None or release is None:
+                raise CatalogError(f"{where}: build {text!r} is not a catalog release")
+            if release.product not in names or release.kind != "SU":
+                raise CatalogError(f"{where}: {build} is not an SU of {', '.join(names)}")
+            if not start <= release.release_date <= end:
+                raise CatalogError(f"{where}: {release.update_name} was released outside it")
+            if build in claimed:
+                raise CatalogError(f"{where}: {build} is listed twice")
+            claimed.add(build)
+            builds.add(build)
+        periods.append(
+            EsuPeriod(name, tuple(str(p) for p in names), start, end, frozenset(builds), source)
+        )
+    return tuple(sorted(periods, key=lambda p: p.start))
 
 
 def parse_catalog(text: str | bytes) -> Catalog:
@@ -216,7 +327,19 @@ def catalog_to_dict(catalog: Catalog) -> dict[str, Any]:
                 "build": r.build.short,
                 "release_date": r.release_date.isoformat(),
                 "kind": r.kind,
+                **({"kb": r.kb} if r.kb else {}),
             }
             for r in catalog.releases
+        ],
+        "extended_security_updates": [
+            {
+                "name": p.name,
+                "products": list(p.products),
+                "start": p.start.isoformat(),
+                "end": p.end.isoformat(),
+                "builds": [b.short for b in sorted(p.builds)],
+                "source": p.source,
+            }
+            for p in catalog.esu_periods
         ],
     }

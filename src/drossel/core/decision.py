@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from drossel.core.assessment import Assessment, assess
@@ -23,6 +23,7 @@ from drossel.core.schedule import (
     budget_used,
     pause_days_in_year,
     stage_at,
+    stage_for_day,
     window_action,
     years_of,
 )
@@ -33,9 +34,15 @@ THROTTLE_CODE = (450, "4.7.230")
 BLOCK_CODE = (550, "5.7.230")
 
 
+Evidence = Literal["connector", "verified", "unverified"]
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionFacts:
-    """What the MTA knows about the connection, and which tenant/connector it matched."""
+    """What the MTA knows about the connection, and which tenant/connector it matched.
+
+    ``client_name`` is a forward-confirmed reverse-DNS name only, ``tls_name`` a name from a
+    verified TLS client certificate only; ``ptr`` and ``helo`` prove nothing (SPEC §3)."""
 
     tenant: str = "default"
     connector_type: str = "Default"
@@ -43,11 +50,64 @@ class ConnectionFacts:
     client_name: str | None = None
     helo: str | None = None
     tls_name: str | None = None
+    ptr: str | None = None
+
+
+def _norm(name: str | None) -> str | None:
+    return name.lower().rstrip(".") if name else None
+
+
+def evidence_of(facts: ConnectionFacts, server: str) -> tuple[Evidence, str | None]:
+    """How the server named in the headers is tied to the connecting client (SPEC §3), and the
+    client it came through (``via``): a connector match, a verified name, or nothing."""
+    via = facts.client_name or facts.ptr or facts.helo or facts.client_addr
+    if facts.connector_type != "Default":
+        return "connector", via
+    fqdn = server.lower().rstrip(".")
+    if fqdn in {n for n in (_norm(facts.client_name), _norm(facts.tls_name)) if n}:
+        return "verified", via
+    return "unverified", via
+
+
+def trusted(evidence: Evidence, policy: Policy) -> bool:
+    """Only connector or verified evidence starts or moves a clock, unless the policy says
+    unverified sightings are enforced too."""
+    return evidence != "unverified" or policy.enforce_unverified
+
+
+def enforcement_blocker(
+    policy: Policy,
+    status: str,
+    product: str,
+    connector_type: str,
+    evidence: Evidence,
+    via: str | None,
+) -> str | None:
+    """Why enforcement does not apply to mail like this, or ``None`` when it does (SPEC §4).
+
+    The one place for the rollout rules: the clock starts only where this says ``None``, and the
+    verdict and the report give this reason when nothing is applied."""
+    if status not in policy.enforced_statuses:
+        return f"status {status} is report-only by policy"
+    if policy.mode != "enforce":
+        return "global report-only mode"
+    if product and policy.rollout_for(product) == "report-only":
+        return f"{product} is report-only by rollout"
+    if connector_type not in policy.enforced_connector_types:
+        return f"connector type {connector_type} is not enforced"
+    if not trusted(evidence, policy):
+        return f"unverified: seen via {via or 'an unknown client'}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class ServerRecord:
-    """The enforcement record of one sending server of one tenant."""
+    """The enforcement record of one sending server of one tenant.
+
+    ``first_detected`` is history (the first sighting of any kind); the schedule runs from
+    ``clock_start``, the first sighting on which enforcement applied (SPEC §4).  ``build``,
+    ``product``, ``status`` and ``connector_type`` are from the latest trusted sighting (from the
+    latest sighting while none was trusted); ``evidence``/``via`` from the latest sighting."""
 
     tenant: str
     server: str
@@ -59,12 +119,21 @@ class ServerRecord:
     clock_start: datetime | None = None
     clock_credit: timedelta = timedelta(0)
     remediated_at: datetime | None = None
+    connector_type: str = "Default"
+    evidence: Evidence = "connector"
+    via: str | None = None
+    trusted: bool = True
 
     @property
     def clock(self) -> EnforcementClock | None:
         if self.clock_start is None:
             return None
         return EnforcementClock(self.clock_start, self.clock_credit, self.remediated_at)
+
+    @property
+    def running(self) -> bool:
+        """A clock started and not stopped by remediation."""
+        return self.clock_start is not None and self.remediated_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +161,10 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """The answer for one message.  ``stage`` and the minutes are what is *applied* (0 when
+    nothing is); ``scheduled_stage`` is the schedule's, and ``applied_reason`` says why nothing
+    is applied where the server is persistently vulnerable."""
+
     action: Action
     reason: str
     server: DetectedServer | None = None
@@ -104,6 +177,10 @@ class Verdict:
     code: int | None = None
     enhanced_code: str | None = None
     text: str | None = None
+    scheduled_stage: int | None = None
+    applied_reason: str | None = None
+    evidence: Evidence | None = None
+    via: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
@@ -115,8 +192,12 @@ class Verdict:
             "stage": self.stage,
             "throttle_minutes": self.throttle_minutes,
             "block_minutes": self.block_minutes,
+            "scheduled_stage": self.scheduled_stage,
+            "applied_reason": self.applied_reason,
             "paused": self.paused,
             "enforced": self.enforced,
+            "evidence": self.evidence,
+            "via": self.via,
             "server": self.server.server if self.server else None,
             "reason": self.reason,
         }
@@ -134,15 +215,24 @@ def observe(
     now: datetime,
     policy: Policy,
 ) -> ServerRecord:
-    """The server's record after seeing it send with ``assessment`` at ``now`` (SPEC §6).
+    """The server's record after seeing it send with ``assessment`` at ``now`` (SPEC §3, §4, §6).
 
-    Vulnerable: the clock starts (or resumes).  A server remediated less than
-    ``regression_window_days`` ago resumes where it left off (the gap is forgiven); later, a new
-    clock starts.  Not vulnerable: a running clock stops and the record is marked remediated.
-    """
+    Only a trusted sighting (connector or verified evidence) moves the clock: it starts on the
+    first sighting on which enforcement applies; a server remediated at most
+    ``regression_window_days`` ago resumes where it left off (the gap is forgiven), later a new
+    clock starts (when enforcement applies); not vulnerable any more: a running clock stops
+    and the record is marked remediated.  An untrusted sighting is history only."""
+    evidence, via = evidence_of(facts, server.server)
+    is_trusted = trusted(evidence, policy)
     vulnerable = assessment.persistently_vulnerable
+    applies = (
+        enforcement_blocker(
+            policy, assessment.status, server.product, facts.connector_type, evidence, via
+        )
+        is None
+    )
     if record is None:
-        return ServerRecord(
+        record = ServerRecord(
             tenant=facts.tenant,
             server=server.server,
             first_detected=now,
@@ -150,27 +240,90 @@ def observe(
             build=server.build.short,
             product=server.product,
             status=assessment.status,
-            clock_start=now if vulnerable else None,
+            connector_type=facts.connector_type,
+            trusted=is_trusted,
         )
+        seen = replace(record, evidence=evidence, via=via)
+    else:
+        seen = replace(record, last_seen=max(now, record.last_seen), evidence=evidence, via=via)
+    if not is_trusted and record.trusted:
+        return seen  # history only: never the build or the clock of a trusted record
     updated = replace(
-        record,
-        last_seen=max(now, record.last_seen),
+        seen,
         build=server.build.short,
         product=server.product,
         status=assessment.status,
+        connector_type=facts.connector_type,
+        trusted=seen.trusted or is_trusted,
     )
-    if vulnerable:
-        if updated.clock_start is None:
-            return replace(updated, clock_start=now, clock_credit=timedelta(0))
-        if updated.remediated_at is not None:
-            gap = now - updated.remediated_at
-            if gap <= timedelta(days=policy.regression_window_days):
-                return replace(updated, clock_credit=updated.clock_credit + gap, remediated_at=None)
-            return replace(updated, clock_start=now, clock_credit=timedelta(0), remediated_at=None)
+    if not is_trusted:
         return updated
-    if updated.clock_start is not None and updated.remediated_at is None:
-        return replace(updated, remediated_at=now)
+    if not vulnerable:
+        if updated.running:
+            return replace(updated, remediated_at=now)
+        return updated
+    if updated.clock_start is None:
+        return replace(updated, clock_start=now, clock_credit=timedelta(0)) if applies else updated
+    if updated.remediated_at is not None:
+        gap = now - updated.remediated_at
+        if gap <= timedelta(days=policy.regression_window_days):
+            return replace(updated, clock_credit=updated.clock_credit + gap, remediated_at=None)
+        if applies:
+            return replace(updated, clock_start=now, clock_credit=timedelta(0), remediated_at=None)
+        return replace(updated, clock_start=None, clock_credit=timedelta(0), remediated_at=None)
     return updated
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What is applied to a server's mail at one moment, and what the schedule says."""
+
+    scheduled: StageInfo | None  # None: not persistently vulnerable, nothing scheduled
+    stage: int  # applied stage, 0 when nothing is applied
+    throttle_minutes: int
+    block_minutes: int
+    reason: str | None  # why nothing is applied although something is scheduled
+    paused_until: date | None = None
+    override: Override | None = None
+
+
+NOTHING = Applied(scheduled=None, stage=0, throttle_minutes=0, block_minutes=0, reason=None)
+
+
+def applied_state(
+    record: ServerRecord | None,
+    assessment: Assessment,
+    connector_type: str,
+    evidence: Evidence,
+    via: str | None,
+    pauses: Sequence[Pause],
+    overrides: Sequence[Override],
+    now: datetime,
+    policy: Policy,
+) -> Applied:
+    """The applied stage of a server's mail (SPEC §4, §5, §7): the one function behind both the
+    verdict and the report row, so they cannot disagree.  ``record`` is after the sighting."""
+    if not assessment.persistently_vulnerable or record is None:
+        return NOTHING
+    clock = record.clock if record.running else None
+    mine = relevant_pauses(pauses, record.tenant, record.server)
+    scheduled = stage_at(policy, clock, now, mine) if clock else stage_for_day(policy, 0)
+    idle = Applied(scheduled, 0, 0, 0, None)
+    for override in overrides:
+        if override.applies(record.tenant, record.server, now):
+            until = f" until {override.expires.isoformat()}" if override.expires else ""
+            return replace(idle, reason=f"override{until}: {override.reason}", override=override)
+    blocker = enforcement_blocker(
+        policy, assessment.status, record.product, connector_type, evidence, via
+    )
+    if blocker is not None:
+        return replace(idle, reason=blocker)
+    active = [p for p in mine if p.active_at(now)]
+    if active:
+        pause_end = max(p.end for p in active)
+        return replace(idle, reason=f"paused until {pause_end.isoformat()}", paused_until=pause_end)
+    stage = scheduled.stage
+    return Applied(scheduled, scheduled.number, stage.throttle_minutes, stage.block_minutes, None)
 
 
 def _reply_text(policy: Policy, action: Action, minutes: int) -> str:
@@ -190,8 +343,8 @@ def decide(
     """Decide what to answer for one message.
 
     ``snapshot.record`` is the server's record *after* :func:`observe` for this message (or
-    ``None`` to let the decision treat ``now`` as first detection).  ``assessment`` may be passed
-    in when the caller already has it cached.
+    ``None``: it is computed here as a first sighting).  ``assessment`` may be passed in when
+    the caller already has it cached.
     """
     if policy.mode == "off":
         return Verdict(action="accept", reason="drossel is off")
@@ -199,43 +352,50 @@ def decide(
     if server is None:
         return Verdict(action="accept", reason="no on-premises Exchange server detected")
     if assessment is None:
-        assessment = assess(server.build, now.date(), catalog, policy)
-    base = Verdict(action="accept", reason="", server=server, assessment=assessment)
-    if not assessment.persistently_vulnerable:
-        return replace(base, reason=f"server is {assessment.status}")
+        assess_ = assess(server.build, now.date(), catalog, policy)
+    else:
+        assess_ = assessment
+    evidence, via = evidence_of(facts, server.server)
     record = snapshot.record
-    clock = record.clock if record else EnforcementClock(now)
-    if clock is None:
-        clock = EnforcementClock(now)
-    pauses = relevant_pauses(snapshot.pauses, facts.tenant, server.server)
-    info: StageInfo = stage_at(policy, clock, now, pauses)
-    stage = info.stage
-    base = replace(
-        base,
-        stage=info.number,
-        throttle_minutes=stage.throttle_minutes,
-        block_minutes=stage.block_minutes,
+    if record is None:
+        record = observe(None, facts, server, assess_, now, policy)
+    state = applied_state(
+        record,
+        assess_,
+        facts.connector_type,
+        evidence,
+        via,
+        snapshot.pauses,
+        snapshot.overrides,
+        now,
+        policy,
     )
-    for override in snapshot.overrides:
-        if override.applies(facts.tenant, server.server, now):
-            return replace(base, reason=f"override: {override.reason}")
-    if assessment.status not in policy.enforced_statuses:
-        return replace(base, reason=f"status {assessment.status} is report-only by policy")
-    if policy.mode == "report-only":
-        return replace(base, reason="global report-only mode")
-    if assessment.product and policy.rollout_for(assessment.product) == "report-only":
-        return replace(base, reason=f"{assessment.product} is report-only by policy")
-    if facts.connector_type not in policy.enforced_connector_types:
-        return replace(base, reason=f"connector type {facts.connector_type} is not enforced")
-    if any(p.active_at(now) for p in pauses):
-        return replace(base, paused=True, reason="enforcement paused by the tenant")
-    window = window_action(stage, f"{facts.tenant}/{server.server}", now)
+    base = Verdict(
+        action="accept",
+        reason="",
+        server=server,
+        assessment=assess_,
+        stage=state.stage,
+        throttle_minutes=state.throttle_minutes,
+        block_minutes=state.block_minutes,
+        scheduled_stage=state.scheduled.number if state.scheduled else None,
+        applied_reason=state.reason,
+        paused=state.paused_until is not None,
+        evidence=evidence,
+        via=via,
+    )
+    if state.scheduled is None:
+        return replace(base, reason=f"server is {assess_.status}")
+    if state.reason is not None:
+        return replace(base, reason=state.reason)
+    applied = policy.stages[state.stage - 1]
+    window = window_action(applied, f"{facts.tenant}/{server.server}", now)
     if window == "accept":
-        reason = "report-only stage" if info.number == 1 else "outside this hour's windows"
+        reason = "report-only stage" if state.stage == 1 else "outside this hour's windows"
         return replace(base, enforced=True, reason=reason)
     action: Action = "throttle" if window == "throttle" else "block"
     code, enhanced = THROTTLE_CODE if action == "throttle" else BLOCK_CODE
-    minutes = stage.throttle_minutes if action == "throttle" else stage.block_minutes
+    minutes = applied.throttle_minutes if action == "throttle" else applied.block_minutes
     return replace(
         base,
         action=action,
@@ -243,7 +403,7 @@ def decide(
         code=code,
         enhanced_code=enhanced,
         text=_reply_text(policy, action, minutes),
-        reason=f"stage {info.number} {action} window",
+        reason=f"stage {state.stage} {action} window",
     )
 
 
@@ -262,6 +422,6 @@ def can_pause(
             left = max(budget_days - used, 0)
             return (
                 f"pause budget exceeded for {year}: {used} of {budget_days} days used, "
-                f"{left} left, {wanted} requested"
+                f"only {left} of {budget_days} days are left for {year}, {wanted} requested"
             )
     return None

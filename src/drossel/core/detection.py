@@ -7,21 +7,30 @@ Everything here is bounded and total: unparseable input yields "no server", neve
 
 Two servers are reported:
 
-* ``connecting``: the top-most on-premises Exchange hop once our own/trusted hosts and Exchange
-  Online hops are skipped.  This is the server that hands mail to us, and the one enforced.
+* ``connecting``: the top-most on-premises Exchange hop once our own/trusted hosts and
+  Microsoft-hosted hops are skipped.  This is the server that hands mail to us, and the one
+  enforced.
 * ``origin``: the bottom-most on-premises Exchange hop, where the message entered Exchange.
 
 When the SMTP id and the mapi id written by the same host disagree, the higher one wins: Exchange
 2013 security updates often left the transport id behind (see docs/configuration.md).
+
+Microsoft-hosted means Exchange Online and its filtering layers of every era (``core.hosted``):
+their hops carried 8.x, 14.x, 15.0 and 15.1 ids that look like on-premises builds, so a hop is
+skipped by its host family or machine name whatever it stamps, and by its build when no
+on-premises product ever had that build.  Given a catalog, a 15.x build whose CU line no
+on-premises release ever had is not an on-premises server either.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from drossel.core.build import PRODUCT_ONLINE, Build, product_of
+from drossel.core.catalog import Catalog
+from drossel.core.hosted import MICROSOFT_HOSTED, HostedRule, HostedServices
 
 MAX_HEADER_BYTES = 1_048_576
 """Only this much of a header block is looked at; the rest of a huge block is ignored."""
@@ -29,16 +38,6 @@ MAX_RECEIVED = 200
 """At most this many ``Received:`` lines are parsed (real chains have fewer than 30)."""
 MAX_RECEIVED_LENGTH = 8192
 
-EXCHANGE_ONLINE_HOST_SUFFIXES = (
-    ".prod.outlook.com",
-    ".outlook.office365.com",
-    ".protection.outlook.com",
-    ".prod.exchangelabs.com",
-    ".partner.outlook.cn",
-    ".outlook.de",
-    ".office365.us",
-)
-"""Host families of Exchange Online (incl. 21Vianet and government clouds)."""
 
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _WS_RE = re.compile(r"\s+")
@@ -64,9 +63,11 @@ class Hop:
     cloud: bool
     position: int  # index among all Received lines, 0 = top-most (newest)
     header: str  # the unfolded header value, for evidence
+    hosted: str | None = None  # why the hop is Microsoft-hosted (service and matched rule)
+    impossible: bool = False  # a build no on-premises release ever had (catalog check)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "by": self.by,
             "from": self.from_,
             "build": self.build.short if self.build else None,
@@ -74,6 +75,11 @@ class Hop:
             "kind": self.kind,
             "cloud": self.cloud,
         }
+        if self.hosted is not None:
+            out["hosted"] = self.hosted
+        if self.impossible:
+            out["not_on_premises"] = "no on-premises Exchange release has this build line"
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,18 +161,20 @@ def unfold(value: str) -> str:
     return _WS_RE.sub(" ", _FOLD_RE.sub(" ", value)).strip()
 
 
-def is_cloud_host(host: str | None) -> bool:
-    if not host:
-        return False
-    lowered = host.lower().rstrip(".")
-    return any(lowered.endswith(suffix) for suffix in EXCHANGE_ONLINE_HOST_SUFFIXES)
+def is_cloud_host(host: str | None, hosted: HostedServices = MICROSOFT_HOSTED) -> bool:
+    """Whether ``host`` is a machine of Microsoft's hosted mail (any era)."""
+    return hosted.host_rule(host) is not None
+
+
+def _describe(rule: HostedRule) -> str:
+    return f"{rule.service} ({rule.kind} {rule.match})"
 
 
 def _host(token: str) -> str:
     return token.strip("[]").rstrip(".").lower()
 
 
-def parse_hop(value: str, position: int) -> Hop | None:
+def parse_hop(value: str, position: int, hosted: HostedServices = MICROSOFT_HOSTED) -> Hop | None:
     """Parse one unfolded ``Received:`` value; ``None`` unless Exchange wrote it."""
     value = value[:MAX_RECEIVED_LENGTH]
     smtp = _SMTP_ID_RE.search(value)
@@ -188,7 +196,8 @@ def parse_hop(value: str, position: int) -> Hop | None:
     by = _host(by_match.group(1)) if by_match else None
     from_ = _host(from_match.group(1)) if from_match else None
     product = product_of(build) if build else None
-    cloud = product == PRODUCT_ONLINE or is_cloud_host(by)
+    rule = hosted.classify(by, build)
+    cloud = product == PRODUCT_ONLINE or rule is not None
     if cloud:
         product = PRODUCT_ONLINE
     return Hop(
@@ -200,12 +209,14 @@ def parse_hop(value: str, position: int) -> Hop | None:
         cloud=cloud,
         position=position,
         header=value,
+        hosted=_describe(rule) if rule is not None else None,
     )
 
 
 def _on_premises(hop: Hop, trusted: frozenset[str]) -> bool:
     return (
         not hop.cloud
+        and not hop.impossible
         and hop.build is not None
         and hop.product is not None
         and hop.by is not None
@@ -249,10 +260,26 @@ def _server_of(anchor: Hop, hops: Sequence[Hop]) -> DetectedServer:
     )
 
 
+def _mark_impossible(hop: Hop, catalog: Catalog) -> Hop:
+    """Flag a 15.x build whose CU line no on-premises release ever had (e.g. 15.0.1010.x,
+    which Exchange Online stamped in 2014): it is not an on-premises server."""
+    if hop.cloud or hop.build is None or hop.product is None:
+        return hop
+    if catalog.is_on_premises_line(hop.build):
+        return hop
+    return replace(hop, impossible=True)
+
+
 def detect_in_headers(
-    headers: Iterable[tuple[str, str]], trusted_hosts: Iterable[str] = ()
+    headers: Iterable[tuple[str, str]],
+    trusted_hosts: Iterable[str] = (),
+    hosted: HostedServices = MICROSOFT_HOSTED,
+    catalog: Catalog | None = None,
 ) -> Detection:
-    """Run detection on already split headers (name, value); values may still be folded."""
+    """Run detection on already split headers (name, value); values may still be folded.
+
+    ``hosted`` is the knowledge of Microsoft's hosted mail (the shipped data by default);
+    ``catalog``, when given, also rules out 15.x builds of CU lines no release ever had."""
     trusted = frozenset(h.strip().lower().rstrip(".") for h in trusted_hosts if h.strip())
     hops: list[Hop] = []
     position = 0
@@ -267,10 +294,10 @@ def detect_in_headers(
         # (non-ASCII takes the full path: re.IGNORECASE also folds e.g. U+017F to "s").
         lowered = raw.lower()
         skip = raw.isascii() and "microsoft" not in lowered and "mapi" not in lowered
-        hop = None if skip else parse_hop(unfold(raw), position)
+        hop = None if skip else parse_hop(unfold(raw), position, hosted)
         position += 1
         if hop is not None:
-            hops.append(hop)
+            hops.append(hop if catalog is None else _mark_impossible(hop, catalog))
     candidates = [h for h in hops if _on_premises(h, trusted)]
     if not candidates:
         return Detection(hops=tuple(hops), connecting=None, origin=None)
@@ -281,6 +308,11 @@ def detect_in_headers(
     )
 
 
-def detect(message: bytes | str, trusted_hosts: Iterable[str] = ()) -> Detection:
+def detect(
+    message: bytes | str,
+    trusted_hosts: Iterable[str] = (),
+    hosted: HostedServices = MICROSOFT_HOSTED,
+    catalog: Catalog | None = None,
+) -> Detection:
     """Run detection on a whole message or a bare header block."""
-    return detect_in_headers(parse_headers(header_block(message)), trusted_hosts)
+    return detect_in_headers(parse_headers(header_block(message)), trusted_hosts, hosted, catalog)

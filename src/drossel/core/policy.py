@@ -96,6 +96,8 @@ class Policy(_Strict):
         "Default",
     )
     """Connector types whose mail is enforced; "Default" is mail that matches no connector."""
+    enforce_unverified: bool = False
+    """Enforce sightings whose server is not tied to the connecting client (SPEC §3)."""
     pause_budget_days: int = Field(default=90, ge=0, le=366)
     regression_window_days: int = Field(default=30, ge=0)
     inactive_after_days: int = Field(default=60, ge=1)

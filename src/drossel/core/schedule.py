@@ -167,3 +167,19 @@ def budget_used(pauses: Iterable[Pause], year: int) -> int:
 
 def years_of(start: date, end: date) -> range:
     return range(start.year, (end - DAY).year + 1)
+
+
+def ended_pause(pause: Pause, today: date) -> Pause:
+    """The pause after its tenant ended it on ``today`` (SPEC §5).
+
+    Every calendar day on which the pause was in force counts, the day it is ended on included
+    (it stays in force until midnight); the days after today go back to the budget.  A pause
+    that has not started yet is cancelled and costs nothing."""
+    if today < pause.start:
+        return replace(pause, end=pause.start, ended_early=True)
+    return replace(pause, end=min(pause.end, today + DAY), ended_early=True)
+
+
+def extended_pause(pause: Pause, days: int) -> Pause:
+    """The pause with ``days`` more at its end (the budget is checked by the caller)."""
+    return replace(pause, end=pause.end + timedelta(days=days))

@@ -10,7 +10,9 @@ that is down, drops the connection or times out gives ``451 4.4.1`` so the sende
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,13 +25,25 @@ from drossel.config import GatewayConfig
 from drossel.core.decision import Verdict
 from drossel.core.detection import header_block, parse_headers
 from drossel.engine import ClientInfo, Enforcer
-from drossel.gateway.relay import NextHop, NextHopUnavailable, RelayTls, clean
+from drossel.gateway.headers import strip_header, verdict_header
+from drossel.gateway.pool import NextHopPool
+from drossel.gateway.relay import NextHop, NextHopUnavailable, RelayTls, clean, identity_key
+from drossel.gateway.reverse_dns import ReverseLookup, ReverseName
 
 log = logging.getLogger("drossel.gateway")
 
 NEXT_HOP_DOWN = "451 4.4.1 Next hop not reachable, try again later"
 INTERNAL_ERROR = "451 4.3.0 Temporary gateway error, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+BAD_SENDER = "501 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
+BAD_OPTION = "501 5.5.4 Invalid command parameters"
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_controls(*values: str) -> bool:
+    """Controls (also in options) cannot be passed on to the next hop: refuse them here."""
+    return any(_CONTROLS.search(value) for value in values)
 
 
 def verdict_reply(verdict: Verdict) -> str | None:
@@ -81,6 +95,16 @@ def client_address(session: Session) -> str | None:
     return None
 
 
+def reverse_lookup(config: GatewayConfig) -> ReverseLookup | None:
+    """The configured reverse lookup (``None`` when switched off)."""
+    if not config.reverse_lookup:
+        return None
+    if not config.dns_resolver:
+        return ReverseLookup(timeout=config.dns_timeout)
+    host, port = split_hostport(config.dns_resolver, 53)
+    return ReverseLookup([host], port, config.dns_timeout)
+
+
 class GatewayHandler:
     """aiosmtpd handler (shared by all connections; per-connection state keyed by session)."""
 
@@ -90,37 +114,90 @@ class GatewayHandler:
         config: GatewayConfig,
         *,
         hostname: str,
-        early_refusal: bool = True,
+        require_xclient: bool = False,
     ) -> None:
         self.enforcer = enforcer
         self.config = config
         self.hostname = hostname
-        self.early_refusal = early_refusal
         self.relay_host, self.relay_port = split_hostport(config.relay)
         self.relay_tls: RelayTls = config.relay_tls
+        self.require_xclient = require_xclient
         self._hops: dict[Session, NextHop] = {}
+        self.pool = NextHopPool(
+            self._new_hop,
+            max_idle=config.relay_pool_size,
+            idle_seconds=config.relay_idle_seconds,
+            max_uses=config.relay_reuse_limit,
+        )
+        self._names: dict[Session, tuple[str | None, asyncio.Task[ReverseName]]] = {}
+        self.reverse = reverse_lookup(config)
 
     # --- per-connection state -------------------------------------------------------------
 
-    def _hop(self, session: Session) -> NextHop:
+    def __dir__(self) -> list[str]:
+        # aiosmtpd finds the ``handle_*`` hooks with dir() on every connection (and evaluates
+        # every listed attribute): list only the hooks
+        return [name for name in dir(type(self)) if name.startswith("handle_")]
+
+    def _new_hop(self) -> NextHop:
+        return NextHop(
+            self.relay_host,
+            self.relay_port,
+            local_hostname=self.hostname,
+            tls=self.relay_tls,
+            timeout=self.config.timeout,
+            require_xclient=self.require_xclient,
+        )
+
+    def _hop(self, session: Session, client: ClientInfo) -> NextHop:
         hop = self._hops.get(session)
         if hop is None:
-            hop = NextHop(
-                self.relay_host,
-                self.relay_port,
-                local_hostname=self.hostname,
-                tls=self.relay_tls,
-                timeout=self.config.timeout,
-            )
-            self._hops[session] = hop
+            key = identity_key(client, session.extended_smtp)
+            hop = self._hops[session] = self.pool.acquire(key)
         return hop
 
     def connection_closed(self, session: Session | None) -> None:
         """The client went away (also mid-DATA): drop the next-hop session, so an open
         transaction there is discarded and nothing half-sent is delivered."""
-        hop = self._hops.pop(session, None) if session is not None else None
+        if session is None:
+            return
+        hop = self._hops.pop(session, None)
         if hop is not None:
-            hop.close()
+            self.pool.release(hop)  # closed instead when a transaction is open
+        lookup = self._names.pop(session, None)
+        if lookup is not None:
+            lookup[1].cancel()
+
+    def start_lookup(self, session: Session) -> None:
+        """Start the client's reverse lookup in the background (at connect, or once a PROXY
+        header named the real client), so it overlaps the client's own greeting."""
+        if self.reverse is None:
+            return
+        addr = client_address(session)
+        current = self._names.get(session)
+        if current is not None and current[0] == addr:
+            return
+        if current is not None:
+            current[1].cancel()
+        self._names[session] = (addr, asyncio.ensure_future(self.reverse.lookup(addr)))
+
+    async def client_info(self, session: Session) -> ClientInfo:
+        """What we know of the client: address, forward-confirmed name and PTR name (waiting
+        at most ``dns_timeout`` for the lookup), HELO, and a verified certificate's name."""
+        names = ReverseName()
+        if self.reverse is not None:
+            self.start_lookup(session)
+            try:
+                names = await self._names[session][1]
+            except Exception:
+                log.exception("reverse lookup failed; the client has no name")
+        return ClientInfo(
+            addr=client_address(session),
+            name=names.name,
+            ptr=names.ptr,
+            helo=session.host_name,
+            tls_name=peer_tls_name(session),
+        )
 
     @property
     def open_sessions(self) -> int:
@@ -129,14 +206,6 @@ class GatewayHandler:
     @property
     def transactions_open(self) -> int:
         return sum(1 for hop in self._hops.values() if hop.in_transaction)
-
-    def client_info(self, session: Session) -> ClientInfo:
-        return ClientInfo(
-            addr=client_address(session),
-            name=None,
-            helo=session.host_name,
-            tls_name=peer_tls_name(session),
-        )
 
     @contextmanager
     def waiting_for_next_hop(self, server: SMTP) -> Iterator[None]:
@@ -166,6 +235,7 @@ class GatewayHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        self.start_lookup(session)
         # we offer no AUTH (relay permission is the next hop's business)
         return [r for r in responses if not r[4:].upper().startswith("AUTH")]
 
@@ -177,38 +247,67 @@ class GatewayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        hop = self._hop(session)
+        if has_controls(address):
+            return BAD_SENDER
+        if has_controls(*mail_options):
+            return BAD_OPTION
         with self.waiting_for_next_hop(server):
-            return await self._mail(hop, envelope, address, mail_options)
+            client = await self.client_info(session)
+            hop = self._hop(session, client)
+            return await self._mail(hop, session, client, envelope, address, mail_options)
 
     async def _mail(
-        self, hop: NextHop, envelope: Envelope, address: str, mail_options: list[str]
+        self,
+        hop: NextHop,
+        session: Session,
+        client: ClientInfo,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
-        try:
-            refused = await hop.open()
-            if refused is not None:
-                return str(refused)
-            options: list[str] = []
-            for option in mail_options:
-                name = option.split("=", 1)[0]
-                if name == "SMTPUTF8":
-                    if not hop.supports("smtputf8"):
-                        return "553 5.6.7 Next hop does not support SMTPUTF8"
+        reused = hop.connected
+        for attempt in (1, 2):
+            try:
+                return await self._mail_once(hop, session, client, envelope, address, mail_options)
+            except NextHopUnavailable as exc:
+                if reused and attempt == 1:
+                    # the next hop closed the pooled connection meanwhile: nothing was
+                    # committed yet, so try once more on a new connection
+                    log.info("pooled next-hop connection went stale (%s); reconnecting", exc)
+                    continue
+                log.warning("next hop unavailable at MAIL: %s", exc)
+        return NEXT_HOP_DOWN
+
+    async def _mail_once(
+        self,
+        hop: NextHop,
+        session: Session,
+        client: ClientInfo,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        refused = await hop.open(client, esmtp=session.extended_smtp)
+        if refused is not None:
+            return str(refused)
+        options: list[str] = []
+        for option in mail_options:
+            name = option.split("=", 1)[0]
+            if name == "SMTPUTF8":
+                if not hop.supports("smtputf8"):
+                    return "553 5.6.7 Next hop does not support SMTPUTF8"
+                options.append(option)
+            elif name == "BODY":
+                if option == "BODY=8BITMIME" and not hop.supports("8bitmime"):
+                    return "554 5.6.3 Next hop does not support 8BITMIME"
+                if hop.supports("8bitmime"):
                     options.append(option)
-                elif name == "BODY":
-                    if option == "BODY=8BITMIME" and not hop.supports("8bitmime"):
-                        return "554 5.6.3 Next hop does not support 8BITMIME"
-                    if hop.supports("8bitmime"):
-                        options.append(option)
-                elif name == "SIZE":
-                    if hop.supports("size"):
-                        options.append(option)
-                else:
+            elif name == "SIZE":
+                if hop.supports("size"):
                     options.append(option)
-            reply = await hop.mail(address, options)
-        except NextHopUnavailable as exc:
-            log.warning("next hop unavailable at MAIL: %s", exc)
-            return NEXT_HOP_DOWN
+            else:
+                options.append(option)
+        reply = await hop.mail(address, options)
         if reply.ok:
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
@@ -224,15 +323,10 @@ class GatewayHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
             return TOO_MANY_RECIPIENTS
-        if self.early_refusal:
-            try:
-                verdict = self.enforcer.early_block(self.client_info(session))
-            except Exception:
-                log.exception("early verdict failed; deciding at end of data")
-                verdict = None
-            reply = verdict_reply(verdict) if verdict is not None else None
-            if reply is not None:
-                return reply
+        if has_controls(address):
+            return BAD_RECIPIENT
+        if has_controls(*rcpt_options):
+            return BAD_OPTION
         hop = self._hops.get(session)
         if hop is None or not hop.in_transaction:
             return NEXT_HOP_DOWN
@@ -252,7 +346,7 @@ class GatewayHandler:
         if isinstance(content, str):  # pragma: no cover - decode_data is off
             content = content.encode("utf-8", "surrogateescape")
         hop = self._hops.get(session)
-        client = self.client_info(session)
+        client = await self.client_info(session)
         try:
             headers = parse_headers(header_block(content))
             verdict: Verdict | None = self.enforcer.process(headers, client).verdict
@@ -268,7 +362,10 @@ class GatewayHandler:
             return reply
         if hop is None or not hop.in_transaction:
             return NEXT_HOP_DOWN
-        message = self.received_line(session, envelope, client) + content
+        message = self.received_line(session, envelope, client)
+        if self.config.add_header:
+            message += verdict_header(self.config.header_name, verdict)
+        message += strip_header(content, self.config.header_name)
         try:
             with self.waiting_for_next_hop(server):
                 answer = await hop.data(message)
@@ -287,7 +384,7 @@ class GatewayHandler:
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         hop = self._hops.pop(session, None)
         if hop is not None:
-            await hop.quit()
+            self.pool.release(hop)
         return "221 2.0.0 Bye"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -313,8 +410,9 @@ class GatewayHandler:
         if len(envelope.rcpt_tos) == 1:
             recipient = f"\r\n\tfor <{clean(envelope.rcpt_tos[0])}>"
         stamp = format_datetime(self.enforcer.clock())
+        name = clean(client.name or "unknown")
         line = (
-            f"Received: from {helo} ([{client.addr or 'unknown'}]){tls}\r\n"
+            f"Received: from {helo} ({name} [{client.addr or 'unknown'}]){tls}\r\n"
             f"\tby {self.hostname} (drossel) with {protocol} id {secrets.token_hex(6).upper()}"
             f"{recipient}; {stamp}\r\n"
         )

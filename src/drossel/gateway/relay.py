@@ -15,6 +15,9 @@ from typing import Literal
 
 import aiosmtplib
 
+from drossel.engine import ClientInfo
+from drossel.gateway.xclient import helo_for_next_hop, xclient_commands
+
 log = logging.getLogger("drossel.gateway")
 
 RelayTls = Literal["none", "opportunistic", "required"]
@@ -61,6 +64,14 @@ def _address(address: str) -> bytes:
     return b"<" + address.encode("utf-8", "surrogateescape") + b">"
 
 
+Identity = tuple[str | None, str | None, str | None, bool]
+
+
+def identity_key(client: ClientInfo, esmtp: bool) -> Identity:
+    """What XCLIENT told the next hop: a pooled connection serves only the same client."""
+    return (client.addr, client.name, client.helo, esmtp)
+
+
 class NextHop:
     """One SMTP session to the next hop, opened lazily and reused for the client's next
     transactions."""
@@ -73,8 +84,10 @@ class NextHop:
         local_hostname: str,
         tls: RelayTls = "opportunistic",
         timeout: float = 60.0,
+        require_xclient: bool = False,
     ) -> None:
         self.host = host
+        self.require_xclient = require_xclient
         self.port = port
         self.local_hostname = local_hostname
         self.tls = tls
@@ -82,6 +95,10 @@ class NextHop:
         self._smtp: aiosmtplib.SMTP | None = None
         self.in_transaction = False
         self.encrypted = False
+        #: the client this connection was handed over for (XCLIENT); None: speaks for us
+        self.identity: Identity | None = None
+        #: mail transactions started on this connection (for the pool's reuse limit)
+        self.uses = 0
 
     @property
     def connected(self) -> bool:
@@ -90,11 +107,70 @@ class NextHop:
     def supports(self, extension: str) -> bool:
         return self._smtp is not None and self._smtp.supports_extension(extension)
 
-    async def open(self) -> Reply | None:
-        """Connect, EHLO and STARTTLS as configured.  Returns a refusal by the next hop (its
-        greeting or EHLO answer) or ``None`` when the session is ready."""
-        if self.connected:
+    @property
+    def offers_xclient(self) -> bool:
+        """XCLIENT with ``ADDR``: without the address the next hop cannot judge the client
+        (Postfix's smtp-sink, for one, offers only ``NAME HELO``)."""
+        if self._smtp is None or not self.supports("xclient"):
+            return False
+        return "ADDR" in self._smtp.esmtp_extensions.get("xclient", "").upper().split()
+
+    async def open(self, client: ClientInfo | None = None, *, esmtp: bool = True) -> Reply | None:
+        """Connect, EHLO and STARTTLS as configured, then tell the next hop who the client is
+        (XCLIENT, when it offers it).  Returns a refusal by the next hop (its greeting, EHLO or
+        XCLIENT answer) or ``None`` when the session is ready."""
+        key = identity_key(client, esmtp) if client is not None else None
+        if self.connected and self.identity is not None and self.identity != key:
+            # this connection was handed over to another client, and a next hop takes
+            # XCLIENT only from the gateway itself (Postfix): never reuse it for this one
+            await self.quit()
+        if not self.connected:
+            reply = await self._connect()
+            if reply is not None:
+                return reply
+        if client is None or self.identity == key:
+            return None  # (a pooled connection already speaks for this very client)
+        return await self.identify(client, esmtp=esmtp)
+
+    async def identify(self, client: ClientInfo, *, esmtp: bool = True) -> Reply | None:
+        """XCLIENT with the client's address, confirmed name, HELO and protocol, then EHLO again
+        (the next hop restarts the session).  A next hop without XCLIENT is refused when
+        ``require_xclient`` (it would take our address for the client's)."""
+        smtp = self._smtp
+        if smtp is None:
+            raise NextHopUnavailable("not connected")
+        if not self.offers_xclient:
+            if self.require_xclient:
+                self.close()
+                log.error(
+                    "next hop %s:%d does not offer XCLIENT to us: not relaying (it would see "
+                    "every client as the gateway); see [gateway] allow_without_xclient",
+                    self.host,
+                    self.port,
+                )
+                return Reply(451, "4.7.0 Next hop cannot be told the client, try again later")
             return None
+        supported = set(smtp.esmtp_extensions.get("xclient", "").upper().split())
+        try:
+            for line in xclient_commands(client, esmtp=esmtp, supported=supported):
+                response = await smtp.execute_command(line.encode("ascii"))
+                # Postfix answers with a new 220 greeting; older servers (and smtp-sink) 250
+                if not 200 <= response.code < 300:
+                    log.error("next hop refused XCLIENT: %s %s", response.code, response.message)
+                    self.close()
+                    return Reply(451, "4.7.0 Next hop refused the client hand-over, try again")
+            self.identity = identity_key(client, esmtp)
+            helo = helo_for_next_hop(client.helo) or self.local_hostname
+            await smtp.ehlo(hostname=helo)
+        except aiosmtplib.SMTPHeloError as exc:
+            self.close()
+            return Reply(451 if exc.code == 421 else exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self.close()
+            raise NextHopUnavailable(f"{self.host}:{self.port}: {exc}") from exc
+        return None
+
+    async def _connect(self) -> Reply | None:
         self.close()
         smtp = aiosmtplib.SMTP(
             hostname=self.host,
@@ -154,6 +230,7 @@ class NextHop:
     async def mail(self, sender: str, options: list[str]) -> Reply:
         if self.in_transaction:
             await self.rset()
+        self.uses += 1
         reply = await self._command(b"MAIL", b"FROM:" + _address(sender), *_opts(options))
         self.in_transaction = reply.ok
         return reply
@@ -162,20 +239,24 @@ class NextHop:
         return await self._command(b"RCPT", b"TO:" + _address(recipient), *_opts(options))
 
     async def data(self, message: bytes) -> Reply:
-        """DATA, then the message (dot-stuffed by aiosmtplib); the final reply."""
+        """DATA, then the message (dot-stuffed by aiosmtplib); the final reply.  Until that
+        reply the transaction counts as open: a connection dropped meanwhile is closed, never
+        pooled, so the next hop discards the half-sent message."""
         if self._smtp is None:
             raise NextHopUnavailable("not connected")
-        self.in_transaction = False
         try:
             response = await self._smtp.data(message)
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code == 421:
                 self.close()
                 return Reply(451, exc.message)
+            # refused at DATA (the transaction is still open there) or after the message:
+            # either way the next MAIL on this connection is preceded by RSET
             return Reply(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self.close()
             raise NextHopUnavailable(f"{self.host}:{self.port}: {exc}") from exc
+        self.in_transaction = False
         return Reply(response.code, response.message)
 
     async def rset(self) -> None:
@@ -193,6 +274,8 @@ class NextHop:
     async def quit(self) -> None:
         smtp, self._smtp = self._smtp, None
         self.in_transaction = False
+        self.identity = None
+        self.uses = 0
         if smtp is None or not smtp.is_connected:
             return
         try:
@@ -205,6 +288,8 @@ class NextHop:
         smtp, self._smtp = self._smtp, None
         self.in_transaction = False
         self.encrypted = False
+        self.identity = None
+        self.uses = 0
         if smtp is not None:
             smtp.close()
 

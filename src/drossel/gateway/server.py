@@ -19,9 +19,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from drossel.config import GatewayConfig
+from drossel.config import ConfigError, GatewayConfig
 from drossel.engine import Enforcer
 from drossel.gateway.handler import GatewayHandler, split_hostport
+from drossel.gateway.relay import NextHop, NextHopUnavailable, clean
 from drossel.runtime import run_flusher
 
 log = logging.getLogger("drossel.gateway")
@@ -48,6 +49,17 @@ def _in_networks(peer: Any, networks: list[Network]) -> bool:
     return any(address in network for network in networks)
 
 
+_COMMAND_NAMES: dict[type, list[str]] = {}
+
+
+def _command_names(cls: type) -> list[str]:
+    names = _COMMAND_NAMES.get(cls)
+    if names is None:
+        names = [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+        _COMMAND_NAMES[cls] = names
+    return names
+
+
 class GatewaySMTP(SMTP):
     """One client connection.  Expects a PROXY header only from the configured load
     balancers (anyone else sending one gets ``500``, so it is never honoured), and tells the
@@ -65,18 +77,52 @@ class GatewaySMTP(SMTP):
         self.gateway_handler = handler
         self._proxy_from = proxy_from
         self._registry = registry
+        self._pending_lines = b""
+
+    def __dir__(self) -> list[str]:
+        # aiosmtpd's __init__ looks up its ``smtp_*`` commands and ``auth_*`` mechanisms with
+        # dir()/inspect.getmembers() on every connection, which also evaluates every other
+        # attribute: listing only those names keeps that per-connection cost small
+        return _command_names(type(self))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transport is None:  # the TCP connection, not the switch to TLS
+        first = self.transport is None  # the TCP connection, not the switch to TLS
+        if first:
             peer = transport.get_extra_info("peername")
             self._proxy_timeout = PROXY_TIMEOUT if _in_networks(peer, self._proxy_from) else None
             self._registry.add(self)
         super().connection_made(transport)
+        if first and self._proxy_timeout is None and self.session is not None:
+            # the peer is the client: look its name up while it reads our greeting
+            self.gateway_handler.start_lookup(self.session)
 
     async def _handle_client(self) -> None:
         # a client that hangs up right after QUIT (or mid-reply) is not an error
         with contextlib.suppress(ConnectionResetError):
             await super()._handle_client()
+
+    async def push(self, status: Any) -> None:
+        """One reply line.  aiosmtpd echoes client input in some replies ("502 Could not
+        VRFY <arg>"): one line, no controls, undecodable bytes (surrogates) replaced, never an
+        exception.  The lines of a multi-line reply (EHLO) go out in one write with the last
+        line instead of one system call each."""
+        if isinstance(status, str):
+            status = clean(status.encode("utf-8", "replace").decode("utf-8")).encode("utf-8")
+        line = bytes(status) + b"\r\n"
+        if line[3:4] == b"-":
+            self._pending_lines += line
+            return
+        data, self._pending_lines = self._pending_lines + line, b""
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's address parser raises IndexError on e.g. "MAIL FROM: <" (found by the
+        # fuzz test): that is a malformed address (553), not a gateway error (451)
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError):
+            return None, None
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's timer covers the whole transfer of the message: allow for big ones
@@ -106,6 +152,56 @@ def client_tls_context(
     return context
 
 
+def is_loopback(host: str) -> bool:
+    """Only a gateway listening on loopback cannot be reached by outside clients."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # "", "0.0.0.0", "::" and names: reachable from outside
+
+
+NO_XCLIENT = (
+    "the next hop {relay} does not offer XCLIENT to the gateway, so it would see every client "
+    "as the gateway's own address (an open relay if it trusts that address). Allow the "
+    "gateway's address in the next hop's smtpd_authorized_xclient_hosts (Postfix), or, if "
+    "the next hop does not trust the gateway's address for relaying, set "
+    "[gateway] allow_without_xclient = true"
+)
+
+
+async def check_next_hop(config: GatewayConfig, hostname: str) -> bool:
+    """Ask the next hop at start-up whether it takes XCLIENT from us; raise ``ConfigError`` when
+    it does not and outside clients could reach us.  Returns whether XCLIENT must be used on
+    every relayed session (it is also enforced per session: the next hop may change)."""
+    host, _ = split_hostport(config.listen, 2525)
+    required = not config.allow_without_xclient and not is_loopback(host)
+    if not required:
+        return False
+    relay_host, relay_port = split_hostport(config.relay)
+    hop = NextHop(
+        relay_host,
+        relay_port,
+        local_hostname=hostname,
+        tls=config.relay_tls,
+        timeout=min(config.timeout, 10.0),
+    )
+    try:
+        refused = await hop.open()
+    except NextHopUnavailable as exc:
+        log.warning(
+            "cannot ask the next hop about XCLIENT at start-up (%s); checked per session", exc
+        )
+        return True
+    try:
+        if refused is None and not hop.offers_xclient:
+            raise ConfigError(NO_XCLIENT.format(relay=config.relay))
+    finally:
+        await hop.quit()
+    return True
+
+
 @dataclass
 class GatewayHandle:
     host: str
@@ -125,6 +221,7 @@ class GatewayHandle:
             if session.transport is not None:
                 session.transport.close()
         await asyncio.sleep(0)
+        await self.handler.pool.close()
         await self.server.wait_closed()
 
 
@@ -132,17 +229,21 @@ async def start_gateway(
     enforcer: Enforcer,
     config: GatewayConfig,
     *,
-    early_refusal: bool | None = None,
     tls_client_ca: str | None = None,
+    reuse_port: bool = False,
 ) -> GatewayHandle:
     """Listen on ``config.listen`` (port 0 picks a free port) and return a handle."""
     host, port = split_hostport(config.listen, 2525)
     hostname = config.hostname or socket.getfqdn()
-    if early_refusal is None:
-        early_refusal = config.early_refusal
     client_ca = tls_client_ca or config.tls_client_ca
     tls = client_tls_context(config.tls_cert, config.tls_key, client_ca)
-    handler = GatewayHandler(enforcer, config, hostname=hostname, early_refusal=early_refusal)
+    require_xclient = await check_next_hop(config, hostname)
+    handler = GatewayHandler(
+        enforcer,
+        config,
+        hostname=hostname,
+        require_xclient=require_xclient,
+    )
     proxy_from = parse_networks(config.proxy_protocol_from)
     loop = asyncio.get_running_loop()
     sessions: set[GatewaySMTP] = set()
@@ -163,7 +264,9 @@ async def start_gateway(
         )
         return smtp
 
-    server = await loop.create_server(factory, host=host or None, port=port)
+    server = await loop.create_server(
+        factory, host=host or None, port=port, reuse_port=reuse_port or None
+    )
     sockname = server.sockets[0].getsockname()
     handle = GatewayHandle(str(sockname[0]), int(sockname[1]), handler, server, sessions)
     log.info(
@@ -176,9 +279,11 @@ async def start_gateway(
     return handle
 
 
-async def serve_gateway(enforcer: Enforcer, config: GatewayConfig, stop: asyncio.Event) -> None:
+async def serve_gateway(
+    enforcer: Enforcer, config: GatewayConfig, stop: asyncio.Event, *, reuse_port: bool = False
+) -> None:
     """Serve the gateway until ``stop`` is set; flush state on the way out."""
-    handle = await start_gateway(enforcer, config)
+    handle = await start_gateway(enforcer, config, reuse_port=reuse_port)
     flusher = asyncio.create_task(run_flusher(enforcer, stop))
     try:
         await stop.wait()

@@ -6,20 +6,21 @@ import asyncio
 import contextlib
 import logging
 import smtplib
+import ssl
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import format_datetime, formatdate, make_msgid
 from typing import Any
 
-from drossel.config import Clock, Config, NotifyConfig
+from drossel.app.errors import AppError
+from drossel.app.report import day_of, pause_budget, server_report, stage_rates
+from drossel.config import Clock, Config, ConfigError, NotifyConfig
 from drossel.core.catalog import Catalog
 from drossel.core.schedule import DAY
 from drossel.metrics import NOTIFICATIONS
-from drossel.report import pause_budget, server_report
-from drossel.storage.store import Store, StoreError
-from drossel.web import queries
-from drossel.web.views import day_of, stage_rates
+from drossel.storage import notifications as queries
+from drossel.storage.store import Store
 
 log = logging.getLogger("drossel.notify")
 
@@ -55,18 +56,54 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def send_mail(notify: NotifyConfig, recipients: list[str], subject: str, body: str) -> None:
+def send_mail(
+    notify: NotifyConfig,
+    recipients: list[str],
+    subject: str,
+    body: str,
+    now: datetime | None = None,
+) -> None:
+    """Send one notification through the configured relay.  ``Date:`` is ``now`` from the
+    configured clock (so a demo or a test clock shows in the mail as it does in the report);
+    TLS and SMTP AUTH as ``[notify]`` says."""
     message = EmailMessage()
     message["From"] = notify.sender
     message["To"] = ", ".join(recipients)
     message["Subject"] = subject
-    message["Date"] = formatdate(usegmt=True)
+    message["Date"] = (
+        format_datetime(now.astimezone(UTC), usegmt=True) if now else formatdate(usegmt=True)
+    )
     message["Message-ID"] = make_msgid(domain=notify.sender.rpartition("@")[2] or "localhost")
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(body)
     host, port = _listen(notify.relay)
-    with smtplib.SMTP(host, port, timeout=30) as smtp:
+    with _connect(notify, host, port) as smtp:
+        if notify.username:
+            smtp.login(notify.username, notify.secret() or "")
         smtp.send_message(message, from_addr=notify.sender, to_addrs=recipients)
+
+
+def _tls_context(notify: NotifyConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=notify.tls_ca)
+    if not notify.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _connect(notify: NotifyConfig, host: str, port: int) -> smtplib.SMTP:
+    """An SMTP session to the relay, TLS-protected when configured (STARTTLS is required, not
+    opportunistic: a relay that does not offer it is an error, not a fallback to clear text)."""
+    if notify.tls == "tls":
+        return smtplib.SMTP_SSL(host, port, timeout=30, context=_tls_context(notify))
+    smtp = smtplib.SMTP(host, port, timeout=30)
+    if notify.tls == "starttls":
+        try:
+            smtp.starttls(context=_tls_context(notify))
+        except BaseException:
+            smtp.close()
+            raise
+    return smtp
 
 
 def _clean(text: Any) -> str:
@@ -154,10 +191,6 @@ def _compose(
     return subject, "\n".join(lines) + "\n"
 
 
-def _overridden(store: Store, tenant: str, server: str, now: datetime) -> bool:
-    return any(o.applies(tenant, server, now) for o in store.list_overrides(now))
-
-
 def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) -> list[Event]:
     """The events due at ``now`` for every active server (claimed or not)."""
     policy = config.policy
@@ -165,6 +198,7 @@ def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) ->
     budgets: dict[str, dict[str, int]] = {}
     pauses_by_tenant: dict[str, list[Any]] = {}
     events: list[Event] = []
+    overrides = store.list_overrides(now)
     for stored in store.list_servers():
         record = stored.record
         if record.last_seen < cutoff or record.clock_start is None:
@@ -173,7 +207,9 @@ def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) ->
         if tenant not in pauses_by_tenant:
             pauses_by_tenant[tenant] = store.list_pauses(tenant)
             budgets[tenant] = pause_budget(store, policy, tenant, now).to_json()
-        row = server_report(stored, store, policy, catalog, now, pauses_by_tenant[tenant])
+        row = server_report(
+            stored, store, policy, catalog, now, pauses_by_tenant[tenant], overrides
+        )
         clock_key = record.clock_start.isoformat()
         base = f"{tenant}|{record.server}|{clock_key}"
         found: list[tuple[str, str]] = []
@@ -182,9 +218,9 @@ def due_events(store: Store, config: Config, catalog: Catalog, now: datetime) ->
                 found.append(
                     ("remediated", f"remediated|{base}|{record.remediated_at.isoformat()}")
                 )
-        elif row["persistently_vulnerable"] and row["stage"] is not None:
-            if _overridden(store, tenant, record.server, now):
-                continue
+        elif row["persistently_vulnerable"] and row["stage"]:
+            # only what is applied is announced: nothing while report-only by rollout or
+            # mode, unverified, paused or overridden (the row says 0 then, SPEC §7)
             stage = row["stage"]
             if stage == 1:
                 found.append(("first_detected", f"first_detected|{base}"))
@@ -222,7 +258,7 @@ def _deliver(
     """Send one claimed notification; record the outcome.  The recipients, or ``None``."""
     try:
         contacts = list(store.get_tenant(tenant).contacts)
-    except StoreError:
+    except AppError:
         return None
     if not contacts:
         return None
@@ -231,8 +267,8 @@ def _deliver(
     subject, _, body = stored_body.partition("\n\n")
     subject = subject.removeprefix("Subject: ")
     try:
-        send_mail(config.notify, contacts, subject, body)
-    except (OSError, smtplib.SMTPException) as exc:
+        send_mail(config.notify, contacts, subject, body, now)
+    except (OSError, smtplib.SMTPException, ssl.SSLError, ConfigError) as exc:
         queries.mark_failed(store, row_id, f"{type(exc).__name__}: {exc}", now)
         NOTIFICATIONS.labels(event=event, outcome="failed").inc()
         log.warning("notification %s to %s failed: %s", event, tenant, exc)
@@ -278,7 +314,7 @@ def scan_and_notify(store: Store, config: Config, catalog: Catalog, now: datetim
 
 async def run_notifier(store: Store, config: Config, clock: Clock, stop: asyncio.Event) -> None:
     """Scan every ``notify.interval_seconds`` until ``stop`` is set (nothing if disabled)."""
-    from drossel.catalog_source import load_catalog
+    from drossel.app.catalog_source import load_catalog
 
     if not config.notify.enabled:
         return

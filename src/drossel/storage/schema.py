@@ -67,6 +67,11 @@ servers = Table(
     Column("clock_credit_seconds", Integer, nullable=False, default=0),
     Column("remediated_at", DateTime, nullable=True),
     Column("evidence", Text, nullable=False, default=""),
+    # how the latest sighting was tied to its client (SPEC §3) and the client it came through
+    Column("connector_type", String(20), nullable=False, default="Default"),
+    Column("evidence_kind", String(12), nullable=False, default="connector"),
+    Column("via", String(255), nullable=True),
+    Column("trusted", Boolean, nullable=False, default=True),
     UniqueConstraint("tenant_id", "fqdn"),
 )
 
@@ -152,6 +157,19 @@ tokens = Table(
     Column("label", String(200), nullable=False, default=""),
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime, nullable=True),
+    Column("last_used_at", DateTime, nullable=True),
+)
+
+#: Web sessions, server-side: the cookie carries a random id whose SHA-256 is the key here, so
+#: logout and token revocation end a session on every node, and a database reader cannot forge
+#: one (the cookie is also signed with a key kept outside the database).
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_id", Integer, ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
 )
 
 settings = Table(

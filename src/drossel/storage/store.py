@@ -8,13 +8,12 @@ drossel processes on one database act as one system.  Pause budget checks lock t
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -32,18 +31,31 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from drossel.core.decision import Override, ServerRecord, can_pause
+from drossel.app.errors import Conflict, Invalid, NotFound
+from drossel.app.records import CONNECTOR_TYPES, AuditEntry, Connector, StoredServer, Tenant
+from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
 from drossel.storage import schema as t
+from drossel.storage.files import private_sqlite_files
 
-CONNECTOR_TYPES = ("OnPremises", "Partner", "Any")
+__all__ = [
+    "CONNECTOR_TYPES",
+    "AuditEntry",
+    "Connector",
+    "Store",
+    "StoreError",
+    "StoredServer",
+    "Tenant",
+]
+
+STATUSES = ("current", "behind", "unsupported", "unknown", "not_applicable")
 
 #: PostgreSQL NOTIFY channel for changes other nodes must see at once (see :meth:`Store.notify`).
 CHANGE_CHANNEL = "drossel_state"
 
 
-class StoreError(ValueError):
-    """A request the state refuses (unknown tenant, budget exceeded, ...); safe to show."""
+class StoreError(Invalid):
+    """Input the state refuses (bad address, empty name, ...); safe to show."""
 
 
 def to_db(moment: datetime | None) -> datetime | None:
@@ -64,60 +76,6 @@ def _aware(moment: datetime) -> datetime:
     result = from_db(moment)
     assert result is not None
     return result
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    id: int
-    name: str
-    display_name: str
-    contacts: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Connector:
-    id: int
-    tenant: str
-    name: str
-    type: str
-    ip_ranges: tuple[str, ...]
-    tls_name: str | None
-
-    def matches(self, client_addr: str | None, tls_name: str | None) -> bool:
-        """IP ranges and TLS name must both match where both are configured."""
-        ip_ok = True
-        if self.ip_ranges:
-            ip_ok = False
-            if client_addr:
-                try:
-                    address = ipaddress.ip_address(client_addr.strip("[]").removeprefix("IPv6:"))
-                except ValueError:
-                    address = None
-                if address is not None:
-                    ip_ok = any(
-                        address in ipaddress.ip_network(r, strict=False) for r in self.ip_ranges
-                    )
-        tls_ok = True
-        if self.tls_name:
-            tls_ok = bool(tls_name) and tls_name.lower() == self.tls_name.lower()
-        return ip_ok and tls_ok and bool(self.ip_ranges or self.tls_name)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredServer:
-    id: int
-    record: ServerRecord
-    evidence: str
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    id: int
-    at: datetime
-    actor: str
-    tenant: str | None
-    action: str
-    detail: str
 
 
 def _validate_ranges(ranges: Iterable[str]) -> tuple[str, ...]:
@@ -167,6 +125,7 @@ class Store:
         #: identifies this process in change notifications (to ignore its own server events)
         self.node_id = uuid.uuid4().hex[:12]
         if self.is_sqlite:
+            private_sqlite_files(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
 
@@ -179,6 +138,11 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def check_schema(self) -> None:
+        from drossel.storage.migrate import check
+
+        check(self.engine)
 
     @property
     def is_postgres(self) -> bool:
@@ -212,7 +176,7 @@ class Store:
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None:
-            raise StoreError(f"unknown tenant {name!r}")
+            raise NotFound(f"unknown tenant {name!r}")
         return int(row[0])
 
     def ensure_tenant(self, conn: Connection, name: str, now: datetime) -> int:
@@ -224,7 +188,7 @@ class Store:
                 result = conn.execute(
                     insert(t.tenants).values(name=name, display_name=name, created_at=to_db(now))
                 )
-            return int(result.inserted_primary_key[0])
+            return inserted_id(result)
         except IntegrityError:
             return self._tenant_id(conn, name)
 
@@ -254,7 +218,7 @@ class Store:
         with self.tx() as conn:
             exists = conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first()
             if exists is not None:
-                raise StoreError(f"tenant {name!r} exists already")
+                raise Conflict(f"tenant {name!r} exists already")
             tenant_id = self.ensure_tenant(conn, name, now)
             if display_name:
                 conn.execute(
@@ -276,7 +240,7 @@ class Store:
                 with conn.begin_nested():
                     conn.execute(insert(t.contacts).values(tenant_id=tenant_id, email=email))
             except IntegrityError:
-                raise StoreError(f"{email} is already a contact of {tenant}") from None
+                raise Conflict(f"{email} is already a contact of {tenant}") from None
             self.audit(conn, actor, "contact.add", email, now, tenant)
             self.notify(conn, "tenant", tenant)
 
@@ -284,7 +248,7 @@ class Store:
         for tenant in self.list_tenants():
             if tenant.name == name:
                 return tenant
-        raise StoreError(f"unknown tenant {name!r}")
+        raise NotFound(f"unknown tenant {name!r}")
 
     def list_tenants(self) -> list[Tenant]:
         with self.engine.connect() as conn:
@@ -330,7 +294,7 @@ class Store:
                         )
                     )
             except IntegrityError:
-                raise StoreError(f"connector {name!r} exists already for {tenant}") from None
+                raise Conflict(f"connector {name!r} exists already for {tenant}") from None
             self.audit(
                 conn,
                 actor,
@@ -375,6 +339,10 @@ class Store:
             clock_start=from_db(row.clock_start),
             clock_credit=timedelta(seconds=row.clock_credit_seconds or 0),
             remediated_at=from_db(row.remediated_at),
+            connector_type=row.connector_type,
+            evidence=row.evidence_kind,
+            via=row.via,
+            trusted=bool(row.trusted),
         )
         return StoredServer(row.id, record, row.evidence or "")
 
@@ -398,8 +366,9 @@ class Store:
         return [self._server_from_row(r, r.tenant_name) for r in rows]
 
     def save_server(self, record: ServerRecord, evidence: str, now: datetime) -> StoredServer:
-        """Insert or update a server record.  A concurrent first detection elsewhere keeps the
-        earliest ``first_detected``/``clock_start`` (the database wins ties)."""
+        """Insert or update a server record as given (the rules are the caller's).  Only a
+        race of first detections on two nodes is merged here: the earliest ``first_detected``
+        and, for clocks that started at it, the earliest ``clock_start`` (the database wins)."""
         values = {
             "product": record.product,
             "build": record.build,
@@ -409,6 +378,10 @@ class Store:
             "clock_credit_seconds": int(record.clock_credit.total_seconds()),
             "remediated_at": to_db(record.remediated_at),
             "evidence": evidence[:4000],
+            "connector_type": record.connector_type,
+            "evidence_kind": record.evidence,
+            "via": (record.via or "")[:255] or None,
+            "trusted": record.trusted,
         }
         with self.tx() as conn:
             tenant_id = self.ensure_tenant(conn, record.tenant, now)
@@ -428,7 +401,7 @@ class Store:
                                 **values,
                             )
                         )
-                    server_id = int(result.inserted_primary_key[0])
+                    server_id = inserted_id(result)
                 except IntegrityError:
                     existing = conn.execute(locked).first()
                     assert existing is not None
@@ -436,7 +409,15 @@ class Store:
                 server_id = int(existing.id)
                 first = min(_aware(existing.first_detected), record.first_detected)
                 clock_start = record.clock_start
-                if existing.clock_start is not None and clock_start is not None:
+                # two nodes' first sightings raced: each clock started at its own first
+                # sighting, so the clock starts at the earliest one (SPEC §9).  Any other
+                # clock change (remediation, a new clock after regression) is written as is.
+                if (
+                    existing.clock_start is not None
+                    and clock_start is not None
+                    and existing.clock_start == existing.first_detected
+                    and clock_start == record.first_detected
+                ):
                     clock_start = min(_aware(existing.clock_start), clock_start)
                 values["clock_start"] = to_db(clock_start)
                 values["last_seen"] = to_db(max(_aware(existing.last_seen), record.last_seen))
@@ -527,7 +508,7 @@ class Store:
             ).all()
         result: dict[date, dict[str, int]] = {}
         for r in rows:
-            result.setdefault(r.day, {})[r.action] = r.count
+            result.setdefault(r.day, {})[r.action] = int(r._mapping["count"])
         return result
 
     def total_counts(self, server_id: int) -> dict[str, int]:
@@ -564,105 +545,91 @@ class Store:
         with self.engine.connect() as conn:
             return self._pauses(conn, tenant)
 
-    def add_pause(
+    def insert_pause(
         self,
-        tenant: str,
-        start: date,
-        days: int,
-        servers: Sequence[str],
+        pause: Pause,
         actor: str,
         now: datetime,
-        budget_days: int,
+        check: Callable[[list[Pause]], None],
     ) -> Pause:
-        """Create a pause if the tenant's yearly budget allows; atomic against concurrent
-        requests on any node."""
-        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
-            raise StoreError("pause days must be a whole number of at least 1")
-        if days > budget_days:
-            raise StoreError(f"a pause can last at most {budget_days} days")
-        if start < now.date():
-            raise StoreError("a pause cannot start in the past")
-        if start > now.date() + timedelta(days=366):
-            raise StoreError("a pause can start at most one year ahead")
-        names = tuple(dict.fromkeys(_check_text(s, "server", 255).lower() for s in servers))
+        """Store a new pause of ``pause.tenant`` after ``check`` accepted it against the tenant's
+        other pauses (it raises to refuse).  The check runs with the tenant locked, so
+        concurrent requests on any node can never overspend the budget together."""
         with self.tx() as conn:
-            tenant_id = self._tenant_id(conn, tenant, lock=True)
-            if names:
+            tenant_id = self._tenant_id(conn, pause.tenant, lock=True)
+            if pause.servers:
                 known = {
                     r[0]
                     for r in conn.execute(
                         select(t.servers.c.fqdn).where(t.servers.c.tenant_id == tenant_id)
                     )
                 }
-                unknown = [n for n in names if n not in known]
+                unknown = [n for n in pause.servers if n not in known]
                 if unknown:
-                    raise StoreError(f"unknown server(s) of {tenant}: {', '.join(unknown)}")
-            new = Pause(None, tenant, start, start + timedelta(days=days), names)
-            problem = can_pause(self._pauses(conn, tenant), new, budget_days)
-            if problem:
-                raise StoreError(problem)
+                    raise Invalid(f"unknown server(s) of {pause.tenant}: {', '.join(unknown)}")
+            check(self._pauses(conn, pause.tenant))
             result = conn.execute(
                 insert(t.pauses).values(
                     tenant_id=tenant_id,
-                    servers=",".join(names),
-                    start_date=new.start,
-                    end_date=new.end,
+                    servers=",".join(pause.servers),
+                    start_date=pause.start,
+                    end_date=pause.end,
                     ended_early=False,
                     created_by=actor,
                     created_at=to_db(now),
                 )
             )
-            pause_id = int(result.inserted_primary_key[0])
+            pause_id = inserted_id(result)
             self.audit(
                 conn,
                 actor,
                 "pause.add",
-                f"id={pause_id} {new.start}..{new.end} ({days} days) "
-                f"servers={','.join(names) or 'all'}",
+                f"id={pause_id} {pause.start}..{pause.end} ({pause.days} days) "
+                f"servers={','.join(pause.servers) or 'all'}",
                 now,
-                tenant,
+                pause.tenant,
             )
-            self.notify(conn, "pause", tenant)
-        return Pause(pause_id, tenant, new.start, new.end, names)
+            self.notify(conn, "pause", pause.tenant)
+        return replace(pause, id=pause_id)
 
-    def end_pause(
-        self, pause_id: int, actor: str, now: datetime, tenant: str | None = None
+    def change_pause(
+        self,
+        pause_id: int,
+        change: Callable[[Pause, list[Pause]], Pause],
+        action: str,
+        actor: str,
+        now: datetime,
+        tenant: str | None = None,
     ) -> Pause:
-        """End a pause today (unused days go back to the budget); a future pause is cancelled."""
+        """Replace a pause's end by what ``change(pause, other_pauses_of_its_tenant)`` returns
+        (it raises to refuse), with the tenant locked; audited as ``action``."""
         with self.tx() as conn:
             row = conn.execute(
-                select(t.pauses, t.tenants.c.name.label("tenant_name"))
+                select(t.pauses.c.tenant_id, t.tenants.c.name.label("tenant_name"))
                 .join(t.tenants, t.tenants.c.id == t.pauses.c.tenant_id)
                 .where(t.pauses.c.id == pause_id)
             ).first()
             if row is None or (tenant is not None and row.tenant_name != tenant):
-                raise StoreError(f"unknown pause {pause_id}")
-            today = now.date()
-            if row.end_date <= today:
-                raise StoreError(f"pause {pause_id} has already ended")
-            new_end = max(today, row.start_date)
+                raise NotFound(f"unknown pause {pause_id}")
+            self._tenant_id(conn, row.tenant_name, lock=True)
+            pauses = self._pauses(conn, row.tenant_name)
+            old = next(p for p in pauses if p.id == pause_id)
+            new = change(old, [p for p in pauses if p.id != pause_id])
             conn.execute(
                 update(t.pauses)
                 .where(t.pauses.c.id == pause_id)
-                .values(end_date=new_end, ended_early=True)
+                .values(end_date=new.end, ended_early=new.ended_early)
             )
             self.audit(
                 conn,
                 actor,
-                "pause.end",
-                f"id={pause_id} end {row.end_date} -> {new_end}",
+                action,
+                f"id={pause_id} end {old.end} -> {new.end}",
                 now,
                 row.tenant_name,
             )
             self.notify(conn, "pause", row.tenant_name)
-        return Pause(
-            pause_id,
-            row.tenant_name,
-            row.start_date,
-            new_end,
-            tuple(s for s in row.servers.split(",") if s),
-            True,
-        )
+        return new
 
     # --- overrides ------------------------------------------------------------------------
 
@@ -694,7 +661,7 @@ class Store:
                     created_at=to_db(now),
                 )
             )
-            override_id = int(result.inserted_primary_key[0])
+            override_id = inserted_id(result)
             self.audit(
                 conn,
                 actor,
@@ -733,7 +700,7 @@ class Store:
                 .where(t.overrides.c.id == override_id, t.overrides.c.removed_at.is_(None))
             ).first()
             if row is None or (tenant is not None and row.tenant_name != tenant):
-                raise StoreError(f"unknown override {override_id}")
+                raise NotFound(f"unknown override {override_id}")
             conn.execute(
                 update(t.overrides)
                 .where(t.overrides.c.id == override_id)
@@ -741,6 +708,21 @@ class Store:
             )
             self.audit(conn, actor, "override.remove", f"id={override_id}", now, row.tenant_name)
             self.notify(conn, "override", row.tenant_name, row.server)
+
+    def server_status_counts(self) -> dict[str, int]:
+        """Servers per status (for the metrics gauge)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.servers.c.status, func.count()).group_by(t.servers.c.status)
+            ).all()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({str(status): int(n) for status, n in rows})
+        return counts
+
+    def tenant_exists(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            query = select(t.tenants.c.id).where(t.tenants.c.name == name)
+            return conn.execute(query).first() is not None
 
     # --- audit, settings, notifications ----------------------------------------------------
 
@@ -792,45 +774,6 @@ class Store:
                 return False
         return True
 
-    # --- tokens ---------------------------------------------------------------------------
-
-    @staticmethod
-    def hash_token(token: str) -> str:
-        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-    def add_token(
-        self, token: str, role: str, tenant: str | None, label: str, actor: str, now: datetime
-    ) -> None:
-        if role not in ("operator", "tenant-admin"):
-            raise StoreError("role must be operator or tenant-admin")
-        if role == "tenant-admin" and tenant is None:
-            raise StoreError("a tenant-admin token needs --tenant")
-        with self.tx() as conn:
-            tenant_id = self._tenant_id(conn, tenant) if tenant else None
-            conn.execute(
-                insert(t.tokens).values(
-                    token_hash=self.hash_token(token),
-                    tenant_id=tenant_id,
-                    role=role,
-                    label=label,
-                    created_at=to_db(now),
-                )
-            )
-            self.audit(conn, actor, "token.create", f"role={role} label={label}", now, tenant)
-
-    def lookup_token(self, token: str) -> tuple[str, str | None] | None:
-        """(role, tenant) of a valid token, or ``None``."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.tokens.c.role, t.tenants.c.name)
-                .outerjoin(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
-                .where(
-                    t.tokens.c.token_hash == self.hash_token(token),
-                    t.tokens.c.revoked_at.is_(None),
-                )
-            ).first()
-        return None if row is None else (str(row[0]), row[1])
-
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let pysqlite leave transaction control to SQLAlchemy's "begin" event below.
@@ -844,3 +787,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def inserted_id(result: Any) -> int:
+    """The primary key of the row an INSERT created."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

@@ -7,15 +7,18 @@ Operator-only changes answer 403 to a tenant admin.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from drossel.app.errors import AppError, http_status
+from drossel.app.report import pause_json
+from drossel.app.tokens import TokenService
 from drossel.core.catalog import Catalog
-from drossel.storage.store import StoreError
-from drossel.web.auth import Principal, bearer_principal
+from drossel.storage.tokens import TokenTable
+from drossel.web.auth import Principal, bearer_value, lookup_bearer, token_key
 from drossel.web.common import (
     WebContext,
     audit_json,
@@ -23,7 +26,6 @@ from drossel.web.common import (
     connector_json,
     not_found,
     override_json,
-    pause_json,
     report_rows,
     require_operator,
     require_server,
@@ -94,25 +96,32 @@ def ctx_of(request: Request) -> WebContext:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client for the login limits (``[web] trusted_proxies`` decide on X-Forwarded-For)."""
+    peer = request.client.host if request.client else "unknown"
+    return ctx_of(request).client_address.of(peer, request.headers.getlist("x-forwarded-for"))
 
 
 def api_principal(request: Request) -> Principal:
+    """The bearer token's principal; failures count per client address and per token."""
     ctx = ctx_of(request)
-    header = request.headers.get("authorization")
+    value = bearer_value(request.headers.get("authorization"))
+    unauthorized = HTTPException(
+        401,
+        "missing or invalid bearer token",
+        headers={"WWW-Authenticate": 'Bearer realm="drossel"'},
+    )
+    if value is None:
+        raise unauthorized
     ip = client_ip(request)
-    if header and ctx.limiter.blocked(ip):
+    key = token_key(value)
+    if ctx.limiter.blocked(ip) or (value and ctx.token_limiter.blocked(key)):
         raise HTTPException(429, "too many failed logins; try again in a minute")
-    who = bearer_principal(ctx.store, header)
-    if who is None or who is False:
-        if who is False:
-            ctx.limiter.fail(ip)
-        raise HTTPException(
-            401,
-            "missing or invalid bearer token",
-            headers={"WWW-Authenticate": 'Bearer realm="drossel"'},
-        )
-    assert isinstance(who, Principal)
+    who = lookup_bearer(ctx.store, ctx.sessions, value, ctx.now()) if value else None
+    if who is None:
+        ctx.limiter.fail(ip)
+        if value:
+            ctx.token_limiter.fail(key)
+        raise unauthorized
     return who
 
 
@@ -122,18 +131,38 @@ Who = Annotated[Principal, Depends(api_principal)]
 router = APIRouter(prefix="/api/v1", tags=["drossel"])
 
 
-def refused(exc: StoreError) -> HTTPException:
-    text = str(exc)
-    if text.startswith(("unknown pause", "unknown override", "unknown tenant")):
-        return HTTPException(404, text)
-    if "budget exceeded" in text or "exists already" in text or "already" in text:
-        return HTTPException(409, text)
-    return HTTPException(400, text)
+def refused(exc: AppError) -> HTTPException:
+    """The HTTP answer to a refusal of the application layer: the status follows its type."""
+    return HTTPException(http_status(exc), str(exc))
 
 
 @router.get("/me", summary="who the token belongs to")
 def me(who: Who) -> dict[str, Any]:
     return {"role": who.role, "tenant": who.tenant, "label": who.label}
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def _app_error(exc: AppError) -> HTTPException:
+    return HTTPException(http_status(exc), str(exc))
+
+
+@router.get("/tokens", summary="API/web tokens, without their values (operator)")
+def list_tokens(ctx: Ctx, who: Who) -> list[dict[str, Any]]:
+    require_operator(who)
+    return [row.to_json() for row in TokenService(TokenTable(ctx.store)).list()]
+
+
+@router.post(
+    "/tokens/{token_id}/revoke", summary="revoke a token and end its sessions at once (operator)"
+)
+def revoke_token(token_id: IdPath, ctx: Ctx, who: Who) -> dict[str, Any]:
+    require_operator(who)
+    try:
+        return TokenService(TokenTable(ctx.store)).revoke(token_id, who.actor, ctx.now()).to_json()
+    except AppError as exc:
+        raise _app_error(exc) from None
 
 
 # --- tenants ------------------------------------------------------------------------------
@@ -148,10 +177,10 @@ def list_tenants(ctx: Ctx, who: Who) -> list[dict[str, Any]]:
 def add_tenant(body: TenantIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_operator(who)
     try:
-        tenant = ctx.store.add_tenant(
+        tenant = ctx.services.add_tenant(
             body.name, body.contacts, who.actor, ctx.now(), body.display_name.strip()
         )
-    except StoreError as exc:
+    except AppError as exc:
         raise refused(exc) from None
     return tenant_json(tenant)
 
@@ -169,8 +198,8 @@ def add_contact(tenant: TenantPath, body: ContactIn, ctx: Ctx, who: Who) -> dict
     require_tenant(ctx, who, tenant)
     require_operator(who)
     try:
-        ctx.store.add_contact(tenant, body.email, who.actor, ctx.now())
-    except StoreError as exc:
+        ctx.services.add_contact(tenant, body.email, who.actor, ctx.now())
+    except AppError as exc:
         raise refused(exc) from None
     return tenant_json(ctx.store.get_tenant(tenant))
 
@@ -222,26 +251,14 @@ def get_budget(tenant: TenantPath, ctx: Ctx, who: Who) -> dict[str, Any]:
     return budget_json(ctx, tenant)
 
 
-def _check_pause(ctx: WebContext, days: int, start: date) -> None:
-    if days > ctx.budget_days:
-        raise HTTPException(422, f"a pause can last at most {ctx.budget_days} days")
-    if start < ctx.now().date():
-        raise HTTPException(422, "a pause cannot start in the past")
-    if start > ctx.now().date() + timedelta(days=366):
-        raise HTTPException(422, "a pause can start at most one year ahead")
-
-
 @router.post("/tenants/{tenant}/pauses", status_code=201, summary="pause throttling and blocking")
 def add_pause(tenant: TenantPath, body: PauseIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_tenant(ctx, who, tenant)
     now = ctx.now()
     start = body.start or now.date()
-    _check_pause(ctx, body.days, start)
     try:
-        pause = ctx.store.add_pause(
-            tenant, start, body.days, body.servers, who.actor, now, ctx.budget_days
-        )
-    except StoreError as exc:
+        pause = ctx.services.add_pause(tenant, start, body.days, body.servers, who.actor, now)
+    except AppError as exc:
         raise refused(exc) from None
     return {**pause_json(pause, now), "budget": budget_json(ctx, tenant)}
 
@@ -259,8 +276,8 @@ def end_pause(tenant: TenantPath, pause_id: IdPath, ctx: Ctx, who: Who) -> dict[
     _own_pause(ctx, tenant, pause_id)
     now = ctx.now()
     try:
-        pause = ctx.store.end_pause(pause_id, who.actor, now, tenant=tenant)
-    except StoreError as exc:
+        pause = ctx.services.end_pause(pause_id, who.actor, now, tenant=tenant)
+    except AppError as exc:
         raise refused(exc) from None
     return {**pause_json(pause, now), "budget": budget_json(ctx, tenant)}
 
@@ -268,22 +285,17 @@ def end_pause(tenant: TenantPath, pause_id: IdPath, ctx: Ctx, who: Who) -> dict[
 @router.post(
     "/tenants/{tenant}/pauses/{pause_id}/extend",
     status_code=201,
-    summary="extend a pause: a new pause for the same servers from its end",
+    summary="extend a pause: more days at its end, within the budget",
 )
 def extend_pause(
     tenant: TenantPath, pause_id: IdPath, body: ExtendIn, ctx: Ctx, who: Who
 ) -> dict[str, Any]:
     require_tenant(ctx, who, tenant)
-    old = _own_pause(ctx, tenant, pause_id)
+    _own_pause(ctx, tenant, pause_id)
     now = ctx.now()
-    if old.end <= now.date():
-        raise HTTPException(409, f"pause {pause_id} has already ended; create a new one")
-    _check_pause(ctx, body.days, old.end)
     try:
-        pause = ctx.store.add_pause(
-            tenant, old.end, body.days, old.servers, who.actor, now, ctx.budget_days
-        )
-    except StoreError as exc:
+        pause = ctx.services.extend_pause(pause_id, body.days, who.actor, now, tenant=tenant)
+    except AppError as exc:
         raise refused(exc) from None
     return {**pause_json(pause, now), "budget": budget_json(ctx, tenant)}
 
@@ -316,10 +328,10 @@ def add_override(body: OverrideIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     except (OverflowError, ValueError):
         raise HTTPException(422, "expires is out of range") from None
     try:
-        override = ctx.store.add_override(
+        override = ctx.services.add_override(
             body.tenant, body.server, body.reason, expires, who.actor, ctx.now()
         )
-    except StoreError as exc:
+    except AppError as exc:
         raise refused(exc) from None
     return override_json(override)
 
@@ -328,8 +340,8 @@ def add_override(body: OverrideIn, ctx: Ctx, who: Who) -> dict[str, Any]:
 def remove_override(override_id: IdPath, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_operator(who)
     try:
-        ctx.store.remove_override(override_id, who.actor, ctx.now())
-    except StoreError as exc:
+        ctx.services.remove_override(override_id, who.actor, ctx.now())
+    except AppError as exc:
         raise refused(exc) from None
     return {"removed": override_id}
 
@@ -344,10 +356,10 @@ def add_connector(body: ConnectorIn, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_operator(who)
     require_tenant(ctx, who, body.tenant)
     try:
-        connector = ctx.store.add_connector(
+        connector = ctx.services.add_connector(
             body.tenant, body.name, body.type, body.ip_ranges, body.tls_name, who.actor, ctx.now()
         )
-    except StoreError as exc:
+    except AppError as exc:
         raise refused(exc) from None
     return connector_json(connector)
 

@@ -15,15 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from drossel import __version__
+from drossel.app.errors import AppError, http_status
 from drossel.config import Clock, Config, WebConfig
 from drossel.core.catalog import Catalog
 from drossel.metrics import SERVERS_BY_STATUS
-from drossel.storage.store import Store, StoreError
+from drossel.storage.store import Store
 from drossel.web import api, pages
+from drossel.web.auth import SESSION_COOKIE, Principal
 from drossel.web.common import WebContext
-from drossel.web.queries import server_status_counts
 
 log = logging.getLogger("drossel.web")
 
@@ -58,9 +60,15 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if config.web.metrics_auth:
+            who = _bearer_or_session(request)
+            if not isinstance(who, Principal):
+                return who
+            if not who.is_operator:
+                return JSONResponse({"detail": "operators only"}, status_code=403)
         try:
-            for status, n in server_status_counts(store).items():
+            for status, n in store.server_status_counts().items():
                 SERVERS_BY_STATUS.labels(status=status).set(n)
         except Exception:  # the scrape still answers with the other metrics
             log.exception("could not count servers for /metrics")
@@ -85,11 +93,12 @@ def create_app(
             )
         return _error_page(request, exc.status_code, str(exc.detail))
 
-    @app.exception_handler(StoreError)
-    async def refused(request: Request, exc: StoreError) -> Response:
+    @app.exception_handler(AppError)
+    async def refused(request: Request, exc: AppError) -> Response:
+        status = http_status(exc)
         if is_api(request):
-            return JSONResponse({"detail": str(exc)}, status_code=400)
-        return _error_page(request, 400, str(exc))
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return _error_page(request, status, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -103,6 +112,16 @@ def create_app(
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
+        if config.web.docs_auth and _is_docs(request.url.path):
+            who = await run_in_threadpool(_bearer_or_session, request)
+            if not isinstance(who, Principal):
+                if request.url.path.startswith("/api/docs") and "authorization" not in (
+                    request.headers
+                ):
+                    who = RedirectResponse(f"/login?next={quote('/api/docs')}", status_code=303)
+                for key, value in SECURITY_HEADERS.items():
+                    who.headers.setdefault(key, value)
+                return who
         response: Response = await call_next(request)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
@@ -111,6 +130,26 @@ def create_app(
         return response
 
     return app
+
+
+def _is_docs(path: str) -> bool:
+    return path == "/openapi.json" or path == "/api/docs" or path.startswith("/api/docs/")
+
+
+def _bearer_or_session(request: Request) -> Principal | Response:
+    """The principal of a bearer token, else of a session cookie; else the refusal to send
+    (401, or 429 while the client or token is over its failure limit)."""
+    ctx = request.app.state.ctx
+    if "authorization" not in request.headers:
+        who = ctx.sessions.read(ctx.store, request.cookies.get(SESSION_COOKIE), ctx.now())
+        if who is not None:
+            return who  # type: ignore[no-any-return]
+    try:
+        return api.api_principal(request)
+    except HTTPException as exc:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
 
 def _error_page(request: Request, status: int, detail: str) -> Response:
@@ -122,8 +161,6 @@ def _error_page(request: Request, status: int, detail: str) -> Response:
     who = None
     with contextlib.suppress(Exception):
         ctx = request.app.state.ctx
-        from drossel.web.auth import SESSION_COOKIE
-
         who = ctx.sessions.read(ctx.store, request.cookies.get(SESSION_COOKIE), ctx.now())
     return pages.render(
         request, "error.html", who, status, code=status, detail=messages.get(status, detail)
@@ -156,13 +193,15 @@ async def serve_web(
             port=port,
             log_level="warning",
             access_log=False,
+            log_config=None,  # uvicorn's records go through drossel's handlers (redaction)
             lifespan="off",
             proxy_headers=False,
             ssl_certfile=ssl_certfile,
             ssl_keyfile=ssl_keyfile,
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # the daemon handles signals itself (stop event); uvicorn must not install its own
+    setattr(server, "install_signal_handlers", lambda: None)  # noqa: B010
     task = asyncio.create_task(server.serve())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)

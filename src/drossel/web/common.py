@@ -9,15 +9,15 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from drossel.catalog_source import load_catalog
+from drossel.app.catalog_source import load_catalog
+from drossel.app.report import pause_budget, pause_json, server_report, tenant_report
+from drossel.app.services import Services
 from drossel.config import Clock, Config
 from drossel.core.catalog import Catalog
 from drossel.core.decision import Override, relevant_pauses
-from drossel.core.schedule import Pause
-from drossel.report import pause_budget, server_report, tenant_report
 from drossel.storage.store import AuditEntry, Connector, Store, StoredServer, Tenant
-from drossel.web.auth import LoginLimiter, Principal, Sessions
-from drossel.web.queries import session_secret, tenant_exists
+from drossel.web.auth import ClientAddress, FailureLimiter, Principal, Sessions
+from drossel.web.session_key import session_keys
 from drossel.web.views import daily_series, timeline
 
 CHART_DAYS = 90
@@ -30,7 +30,9 @@ class WebContext:
     clock: Clock
     fixed_catalog: Catalog | None
     sessions: Sessions
-    limiter: LoginLimiter
+    limiter: FailureLimiter  # failed logins per client address
+    token_limiter: FailureLimiter  # failed logins per token (its first characters)
+    client_address: ClientAddress
 
     @classmethod
     def create(
@@ -41,12 +43,18 @@ class WebContext:
             config,
             clock,
             catalog,
-            Sessions(session_secret(store, clock())),
-            LoginLimiter(config.web.login_attempts_per_minute),
+            Sessions(session_keys(config, store.url)),
+            FailureLimiter(config.web.login_attempts_per_minute),
+            FailureLimiter(config.web.token_attempts_per_minute),
+            ClientAddress(config.web.trusted_proxies),
         )
 
     def now(self) -> datetime:
         return self.clock()
+
+    @property
+    def services(self) -> Services:
+        return Services(self.store, self.config)
 
     def catalog(self) -> Catalog:
         return self.fixed_catalog or load_catalog(self.store)
@@ -62,7 +70,7 @@ def not_found(what: str = "not found") -> HTTPException:
 
 def require_tenant(ctx: WebContext, who: Principal, tenant: str) -> str:
     """The tenant if ``who`` may see it; otherwise 404 (never reveal other tenants)."""
-    if len(tenant) > 200 or not who.can_see(tenant) or not tenant_exists(ctx.store, tenant):
+    if len(tenant) > 200 or not who.can_see(tenant) or not ctx.store.tenant_exists(tenant):
         raise not_found("unknown tenant")
     return tenant
 
@@ -95,22 +103,6 @@ def connector_json(c: Connector) -> dict[str, Any]:
         "type": c.type,
         "ip_ranges": list(c.ip_ranges),
         "tls_name": c.tls_name,
-    }
-
-
-def pause_json(p: Pause, now: datetime) -> dict[str, Any]:
-    today = now.date()
-    state = "ended" if p.end <= today else ("active" if p.start <= today else "planned")
-    return {
-        "id": p.id,
-        "tenant": p.tenant,
-        "start": p.start.isoformat(),
-        "end": p.end.isoformat(),
-        "days": p.days,
-        "servers": list(p.servers),
-        "all_servers": not p.servers,
-        "ended_early": p.ended_early,
-        "state": state,
     }
 
 

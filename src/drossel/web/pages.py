@@ -17,11 +17,21 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import ValidationError
 
+from drossel.app.errors import AppError, Invalid, http_status
+from drossel.app.report import day_of, pause_json, stage_rates
 from drossel.config import ConfigError, parse_moment
-from drossel.storage.store import CONNECTOR_TYPES, StoreError
+from drossel.storage.store import CONNECTOR_TYPES
+from drossel.storage.tokens import token_by_value
 from drossel.web import views
 from drossel.web.api import PauseIn, catalog_json, client_ip, ctx_of
-from drossel.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Principal
+from drossel.web.auth import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    TOKEN_MAX_LENGTH,
+    Principal,
+    token_key,
+)
 from drossel.web.common import (
     WebContext,
     audit_json,
@@ -29,7 +39,6 @@ from drossel.web.common import (
     connector_json,
     not_found,
     override_json,
-    pause_json,
     report_rows,
     require_operator,
     require_server,
@@ -37,10 +46,9 @@ from drossel.web.common import (
     server_detail,
     tenant_json,
 )
-from drossel.web.queries import token_info
 
 templates = Jinja2Templates(directory=str(resources.files("drossel.web").joinpath("templates")))
-templates.env.globals.update(day=views.day_of, rates=views.stage_rates, install=views.install_text)
+templates.env.globals.update(day=day_of, rates=stage_rates, install=views.install_text)
 
 router = APIRouter(include_in_schema=False)
 
@@ -121,7 +129,7 @@ def text_field(form: Any, name: str, limit: int) -> str:
         return ""
     value = value.strip()
     if len(value) > limit:
-        raise StoreError(f"{name.replace('_', ' ')} is longer than {limit} characters")
+        raise Invalid(f"{name.replace('_', ' ')} is longer than {limit} characters")
     return value
 
 
@@ -188,16 +196,19 @@ async def login(request: Request) -> Response:
     if ctx.limiter.blocked(ip):
         return again("Too many failed logins from your address. Wait a minute and try again.", 429)
     token = form.get("token")
-    info = None
-    if isinstance(token, str) and 0 < len(token.strip()) <= 200:
-        info = token_info(ctx.store, token.strip())
+    value = token.strip() if isinstance(token, str) else ""
+    if value and ctx.token_limiter.blocked(token_key(value)):
+        return again("Too many failed logins with this token. Wait a minute and try again.", 429)
+    info = token_by_value(ctx.store, value) if 0 < len(value) <= TOKEN_MAX_LENGTH else None
     if info is None:
         ctx.limiter.fail(ip)
+        if value:
+            ctx.token_limiter.fail(token_key(value))
         return again("That token is not valid.", 401)
     response = redirect(next_path if next_path != "/" else "/")
     response.set_cookie(
         SESSION_COOKIE,
-        ctx.sessions.issue(info, ctx.now()),
+        ctx.sessions.issue(ctx.store, info, ctx.now()),
         httponly=True,
         samesite="strict",
         secure=secure(request, ctx),
@@ -212,6 +223,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     who = page_principal(request)
     await form_of(request, who)
+    ctx_of(request).sessions.end(ctx_of(request).store, request.cookies.get(SESSION_COOKIE))
     response = redirect("/login")
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -313,17 +325,6 @@ def pauses_page(request: Request, tenant: str) -> Response:
     return _pause_page(request, who, tenant)
 
 
-def _friendly_budget_error(ctx: WebContext, tenant: str, days: int, start: date) -> str | None:
-    budget = budget_json(ctx, tenant)
-    if start.year == budget["year"] and days > budget["left_days"]:
-        return (
-            f"Not enough pause budget: you asked for {days} days, but only "
-            f"{budget['left_days']} of {budget['budget_days']} days are left for "
-            f"{budget['year']}. Choose at most {budget['left_days']} days."
-        )
-    return None
-
-
 @router.post("/t/{tenant}/pauses")
 async def pause_create(request: Request, tenant: str) -> Response:
     ctx = ctx_of(request)
@@ -336,7 +337,7 @@ async def pause_create(request: Request, tenant: str) -> Response:
     try:
         raw_days = text_field(form, "days", 20)
         raw_start = text_field(form, "start", 20)
-    except StoreError as exc:
+    except AppError as exc:
         return _pause_page(request, who, tenant, 400, str(exc), {"scope": scope})
     shown = {"days": raw_days, "start": raw_start, "scope": scope, "servers": chosen}
     try:
@@ -374,13 +375,10 @@ async def pause_create(request: Request, tenant: str) -> Response:
         PauseIn(days=days, start=start, servers=servers)
     except ValidationError:
         return _pause_page(request, who, tenant, 400, "Some server names are too long.", shown)
-    friendly = _friendly_budget_error(ctx, tenant, days, start)
-    if friendly:
-        return _pause_page(request, who, tenant, 409, friendly, shown)
     try:
-        ctx.store.add_pause(tenant, start, days, servers, who.actor, now, ctx.budget_days)
-    except StoreError as exc:
-        return _pause_page(request, who, tenant, 409, str(exc), shown)
+        ctx.services.add_pause(tenant, start, days, servers, who.actor, now)
+    except AppError as exc:
+        return _pause_page(request, who, tenant, http_status(exc), str(exc), shown)
     return redirect(f"/t/{quote(tenant, safe='')}/pauses", "pause_added")
 
 
@@ -400,9 +398,9 @@ async def pause_end(request: Request, tenant: str, pause_id: str) -> Response:
     if not any(p.id == number for p in ctx.store.list_pauses(tenant)):
         raise not_found("unknown pause")
     try:
-        ctx.store.end_pause(number, who.actor, ctx.now(), tenant=tenant)
-    except StoreError as exc:
-        return _pause_page(request, who, tenant, 409, str(exc))
+        ctx.services.end_pause(number, who.actor, ctx.now(), tenant=tenant)
+    except AppError as exc:
+        return _pause_page(request, who, tenant, http_status(exc), str(exc))
     return redirect(f"/t/{quote(tenant, safe='')}/pauses", "pause_ended")
 
 
@@ -419,7 +417,7 @@ async def pause_extend(request: Request, tenant: str, pause_id: str) -> Response
     now = ctx.now()
     try:
         days = int(text_field(form, "days", 20))
-    except (ValueError, StoreError):
+    except (ValueError, AppError):
         return _pause_page(
             request, who, tenant, 400, "Enter the number of extra days as a whole number."
         )
@@ -427,17 +425,10 @@ async def pause_extend(request: Request, tenant: str, pause_id: str) -> Response
         return _pause_page(
             request, who, tenant, 400, f"A pause lasts from 1 to {ctx.budget_days} days."
         )
-    if old.end <= now.date():
-        return _pause_page(
-            request, who, tenant, 409, "That pause has already ended; create a new one."
-        )
-    friendly = _friendly_budget_error(ctx, tenant, days, old.end)
-    if friendly:
-        return _pause_page(request, who, tenant, 409, friendly)
     try:
-        ctx.store.add_pause(tenant, old.end, days, old.servers, who.actor, now, ctx.budget_days)
-    except StoreError as exc:
-        return _pause_page(request, who, tenant, 409, str(exc))
+        ctx.services.extend_pause(old.id or 0, days, who.actor, now, tenant=tenant)
+    except AppError as exc:
+        return _pause_page(request, who, tenant, http_status(exc), str(exc))
     return redirect(f"/t/{quote(tenant, safe='')}/pauses", "pause_extended")
 
 
@@ -504,8 +495,8 @@ async def op_tenant_add(request: Request) -> Response:
             for c in text_field(form, "contacts", 2000).replace(";", ",").split(",")
             if c.strip()
         ]
-        ctx.store.add_tenant(name, contacts, who.actor, ctx.now(), display)
-    except StoreError as exc:
+        ctx.services.add_tenant(name, contacts, who.actor, ctx.now(), display)
+    except AppError as exc:
         return _tenants_page(request, who, 400, str(exc))
     return redirect("/operator/tenants", "tenant_added")
 
@@ -516,8 +507,8 @@ async def op_contact_add(request: Request, tenant: str) -> Response:
     require_tenant(ctx, who, tenant)
     form = await form_of(request, who)
     try:
-        ctx.store.add_contact(tenant, text_field(form, "email", 320), who.actor, ctx.now())
-    except StoreError as exc:
+        ctx.services.add_contact(tenant, text_field(form, "email", 320), who.actor, ctx.now())
+    except AppError as exc:
         return _tenants_page(request, who, 400, str(exc))
     return redirect("/operator/tenants", "contact_added")
 
@@ -551,7 +542,7 @@ async def op_connector_add(request: Request) -> Response:
     try:
         ranges = [r for r in text_field(form, "ip_ranges", 4000).replace(",", " ").split() if r]
         tls = text_field(form, "tls_name", 255) or None
-        ctx.store.add_connector(
+        ctx.services.add_connector(
             text_field(form, "tenant", 200),
             text_field(form, "name", 200),
             text_field(form, "type", 20),
@@ -560,7 +551,7 @@ async def op_connector_add(request: Request) -> Response:
             who.actor,
             ctx.now(),
         )
-    except StoreError as exc:
+    except AppError as exc:
         return _connectors_page(request, who, 400, str(exc))
     return redirect("/operator/connectors", "connector_added")
 
@@ -600,11 +591,9 @@ async def op_override_add(request: Request) -> Response:
             try:
                 expires = parse_moment(raw_expires).astimezone(UTC)
             except (ConfigError, OverflowError):
-                raise StoreError(
-                    "expires must be a date (YYYY-MM-DD) or an ISO 8601 time"
-                ) from None
-        ctx.store.add_override(tenant, server, reason, expires, who.actor, ctx.now())
-    except StoreError as exc:
+                raise Invalid("expires must be a date (YYYY-MM-DD) or an ISO 8601 time") from None
+        ctx.services.add_override(tenant, server, reason, expires, who.actor, ctx.now())
+    except AppError as exc:
         return _overrides_page(request, who, 400, str(exc))
     return redirect("/operator/overrides", "override_added")
 
@@ -616,8 +605,8 @@ async def op_override_remove(request: Request, override_id: str) -> Response:
     if not override_id.isdigit() or len(override_id) > 15:
         raise not_found("unknown override")
     try:
-        ctx.store.remove_override(int(override_id), who.actor, ctx.now())
-    except StoreError as exc:
+        ctx.services.remove_override(int(override_id), who.actor, ctx.now())
+    except AppError as exc:
         return _overrides_page(request, who, 404, str(exc))
     return redirect("/operator/overrides", "override_removed")
 

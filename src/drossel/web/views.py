@@ -10,27 +10,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from drossel.app.report import day_of, stage_rates
 from drossel.core.decision import relevant_pauses
 from drossel.core.policy import Policy
 from drossel.core.schedule import Pause, stage_at, stage_start
 from drossel.storage.store import StoredServer
-
-
-def day_of(value: str | None) -> str:
-    """``2026-12-01T10:00:00+00:00`` → ``2026-12-01``."""
-    return value[:10] if value else "—"
-
-
-def stage_rates(throttle: int | None, block: int | None) -> str:
-    throttle, block = throttle or 0, block or 0
-    if block >= 60:
-        return "all mail refused (550)"
-    parts = []
-    if block:
-        parts.append(f"{block} min/h refused (550)")
-    if throttle:
-        parts.append(f"{throttle} min/h delayed (450)")
-    return ", ".join(parts) or "report only"
 
 
 def install_text(row: dict[str, Any]) -> str:

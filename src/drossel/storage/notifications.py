@@ -1,94 +1,17 @@
-"""Read/write helpers the web app and the notifier need beyond :class:`Store`'s public methods.
-
-They are written against ``store.engine`` and :mod:`drossel.storage.schema` so that the store
-stays the single owner of the business rules; nothing here changes enforcement state.
+"""The notification outbox in the state database: claimed once across nodes, attempted, sent
+or failed (used by :mod:`drossel.notify.service`).  Nothing here changes enforcement state.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, select, update
 
 from drossel.storage import schema as t
 from drossel.storage.store import Store, from_db, to_db
-
-SECRET_KEY = "web.session_secret"
-STATUSES = ("current", "behind", "unsupported", "unknown", "not_applicable")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    id: int
-    role: str  # "operator" or "tenant-admin"
-    tenant: str | None
-    label: str
-
-
-def token_info(store: Store, token: str) -> TokenInfo | None:
-    """Like :meth:`Store.lookup_token`, plus the token's id and label (for audit and sessions)."""
-    with store.engine.connect() as conn:
-        row = conn.execute(
-            select(t.tokens.c.id, t.tokens.c.role, t.tokens.c.label, t.tenants.c.name)
-            .outerjoin(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
-            .where(
-                t.tokens.c.token_hash == Store.hash_token(token),
-                t.tokens.c.revoked_at.is_(None),
-            )
-        ).first()
-    return None if row is None else TokenInfo(int(row.id), row.role, row.name, row.label or "")
-
-
-def token_by_id(store: Store, token_id: int) -> TokenInfo | None:
-    """A still valid token by id (a session re-checks its token on every request)."""
-    with store.engine.connect() as conn:
-        row = conn.execute(
-            select(t.tokens.c.id, t.tokens.c.role, t.tokens.c.label, t.tenants.c.name)
-            .outerjoin(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
-            .where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))
-        ).first()
-    return None if row is None else TokenInfo(int(row.id), row.role, row.name, row.label or "")
-
-
-def session_secret(store: Store, now: datetime) -> bytes:
-    """The key that signs session cookies, shared by every web node through the database."""
-    with store.engine.connect() as conn:
-        row = conn.execute(select(t.settings.c.value).where(t.settings.c.key == SECRET_KEY)).first()
-    if row is not None:
-        return bytes.fromhex(str(row[0]))
-    candidate = secrets.token_hex(32)
-    try:
-        with store.tx() as conn:
-            conn.execute(
-                insert(t.settings).values(key=SECRET_KEY, value=candidate, updated_at=to_db(now))
-            )
-    except IntegrityError:
-        pass  # another node was first
-    with store.engine.connect() as conn:
-        row = conn.execute(select(t.settings.c.value).where(t.settings.c.key == SECRET_KEY)).first()
-    assert row is not None
-    return bytes.fromhex(str(row[0]))
-
-
-def server_status_counts(store: Store) -> dict[str, int]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(t.servers.c.status, func.count()).group_by(t.servers.c.status)
-        ).all()
-    counts = dict.fromkeys(STATUSES, 0)
-    counts.update({str(status): int(n) for status, n in rows})
-    return counts
-
-
-def tenant_exists(store: Store, name: str) -> bool:
-    with store.engine.connect() as conn:
-        return (
-            conn.execute(select(t.tenants.c.id).where(t.tenants.c.name == name)).first() is not None
-        )
-
 
 # --- notifications -------------------------------------------------------------------------
 
@@ -124,7 +47,7 @@ def _row(r: object) -> NotificationRow:
     )
 
 
-def _notification_query():  # type: ignore[no-untyped-def]
+def _notification_query() -> Select[Any]:
     return select(t.notifications, t.tenants.c.name.label("tenant_name")).join(
         t.tenants, t.tenants.c.id == t.notifications.c.tenant_id
     )

@@ -7,8 +7,8 @@ import json
 from datetime import datetime
 from importlib import resources
 
+from drossel.app.storage import StateStore
 from drossel.core.catalog import Catalog, CatalogError, catalog_to_dict, parse_catalog
-from drossel.storage.store import Store
 
 SETTING_KEY = "catalog"
 
@@ -18,7 +18,7 @@ def packaged_catalog() -> Catalog:
     return parse_catalog(text)
 
 
-def load_catalog(store: Store | None) -> Catalog:
+def load_catalog(store: StateStore | None) -> Catalog:
     """The installed catalog if there is one and it is not older than the packaged one."""
     shipped = packaged_catalog()
     if store is None:
@@ -34,7 +34,7 @@ def load_catalog(store: Store | None) -> Catalog:
 
 
 def install_catalog(
-    store: Store, text: str | bytes, actor: str, now: datetime, force: bool = False
+    store: StateStore, text: str | bytes, actor: str, now: datetime, force: bool = False
 ) -> Catalog:
     """Validate and install a catalog; on any error the current one stays in place."""
     new = parse_catalog(text)

@@ -21,9 +21,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from drossel.app.records import Connector
 from drossel.core.decision import Override
 from drossel.core.schedule import Pause
-from drossel.storage.store import Connector
 
 log = logging.getLogger("drossel.journal")
 

@@ -1,0 +1,75 @@
+"""The decision cache: what the per-message path reads without a database round trip (SPEC §9).
+
+* server records by (tenant, server), ``None`` for "asked the database, not there";
+* records observed while the database could not be asked (*blind* records), which must not be
+  dropped before their observations are written;
+* assessments by (build, day);
+* the shared state (connectors, pauses, overrides), refreshed every ``refresh_seconds`` and on
+  change notifications.
+
+It holds no rules: the enforcer decides what to put in and when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from drossel.app.records import Connector
+from drossel.core.assessment import Assessment
+from drossel.core.build import Build
+from drossel.core.decision import Override, ServerRecord
+from drossel.core.schedule import Pause
+
+ServerKey = tuple[str, str]
+
+#: bound on cached assessments: days × builds seen; cleared when full (cheap to recompute)
+MAX_ASSESSMENTS = 10_000
+
+
+@dataclass(slots=True)
+class SharedState:
+    connectors: list[Connector] = field(default_factory=list)
+    pauses: list[Pause] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
+    refreshed_at: datetime | None = None
+
+
+class DecisionCache:
+    """In-memory records, assessments and shared state (the enforcer holds the lock)."""
+
+    def __init__(self) -> None:
+        self.records: dict[ServerKey, ServerRecord | None] = {}
+        self.blind: set[ServerKey] = set()
+        self.assessments: dict[tuple[Build, date], Assessment] = {}
+        self.shared = SharedState()
+
+    def has(self, key: ServerKey) -> bool:
+        return key in self.records
+
+    def put(self, key: ServerKey, record: ServerRecord | None, *, blind: bool = False) -> None:
+        self.records[key] = record
+        if blind:
+            self.blind.add(key)
+
+    def drop(self, key: ServerKey) -> None:
+        """Forget a record (changed elsewhere), unless it waits to be written."""
+        if key not in self.blind:
+            self.records.pop(key, None)
+
+    def drop_tenant(self, tenant: str | None) -> None:
+        for key in [k for k in self.records if tenant is None or k[0] == tenant]:
+            self.drop(key)
+
+    def written(self, key: ServerKey, record: ServerRecord) -> None:
+        """A blind record reached the database: it is an ordinary cached record again."""
+        self.records[key] = record
+        self.blind.discard(key)
+
+    def assessment(self, build: Build, day: date) -> Assessment | None:
+        return self.assessments.get((build, day))
+
+    def remember_assessment(self, build: Build, day: date, assessment: Assessment) -> None:
+        if len(self.assessments) >= MAX_ASSESSMENTS:
+            self.assessments.clear()
+        self.assessments[(build, day)] = assessment

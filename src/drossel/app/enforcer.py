@@ -1,0 +1,473 @@
+"""The enforcer: the per-message front shared by the milter and the SMTP gateway.
+
+It wires the pure core's state machine (:func:`~drossel.core.decision.observe`,
+:func:`~drossel.core.decision.decide`) to the state store through two helpers:
+
+* :class:`~drossel.app.cache.DecisionCache`: a server in steady state costs no database round
+  trip; its record, the tenant's pauses and the overrides live in memory, refreshed every
+  ``refresh_seconds`` (and at once on PostgreSQL change notifications);
+* :class:`~drossel.app.outage.OutageQueue`: last-seen times and per-day counters are batched and
+  written by :meth:`Enforcer.flush`; while the database is away, changed records are queued as
+  observations too (bounded in memory, spilled to the journal) and replayed in order when it
+  answers again.
+
+A changed record (first detection, new build or evidence, remediation, regression) is written at
+once when the database answers.  Several nodes on one PostgreSQL keep the earliest first
+detection; a record changed on another node is dropped from the cache on its notification.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
+
+from drossel.app.cache import DecisionCache, ServerKey
+from drossel.app.catalog_source import SETTING_KEY, load_catalog, packaged_catalog
+from drossel.app.journal import Journal
+from drossel.app.outage import Observation, OutageQueue, event_from_json
+from drossel.app.storage import StateStore
+from drossel.config import Clock, Config
+from drossel.core.assessment import Assessment, assess
+from drossel.core.build import Build
+from drossel.core.catalog import Catalog
+from drossel.core.decision import (
+    ConnectionFacts,
+    ServerRecord,
+    Snapshot,
+    Verdict,
+    decide,
+    observe,
+)
+from drossel.core.detection import DetectedServer, Detection, detect_in_headers
+from drossel.metrics import DB_ERRORS, DECISION_SECONDS, VERDICTS
+
+log = logging.getLogger("drossel.decision")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """What the MTA tells us about the SMTP client.
+
+    ``name`` is only a *forward-confirmed* reverse-DNS name (Postfix's ``{client_name}``; the
+    gateway's own lookup), ``ptr`` the unconfirmed PTR name (``{client_ptr}``), ``tls_name`` only
+    a name from a *verified* TLS client certificate.  ``helo`` proves nothing (SPEC §3).
+    """
+
+    addr: str | None = None
+    name: str | None = None
+    helo: str | None = None
+    tls_name: str | None = None
+    ptr: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    verdict: Verdict
+    detection: Detection
+    facts: ConnectionFacts
+
+
+#: a bare ``Enforcer`` works on any store; the daemons use ``Enforcer[Store]``
+StoreT = TypeVar("StoreT", bound=StateStore, default=StateStore, covariant=True)
+
+
+class Enforcer(Generic[StoreT]):
+    """Detect, assess, record and decide for each message (see the module docstring).
+
+    Generic in its store, so the daemons that run on the SQL store keep its type."""
+
+    def __init__(
+        self,
+        store: StoreT,
+        config: Config,
+        clock: Clock,
+        catalog: Catalog | None = None,
+        auto_refresh: bool = True,
+        journal: Journal | None = None,
+    ) -> None:
+        """``auto_refresh`` reloads shared state on the message path once ``refresh_seconds``
+        passed; daemons turn it off and refresh from their background flusher instead.
+        ``journal`` (optional) is where queued events go beyond ``journal_memory_events`` and on
+        shutdown during an outage; without one they stay in memory."""
+        self.store = store
+        self.config = config
+        self.policy = config.policy
+        self.clock = clock
+        self.auto_refresh = auto_refresh
+        self.journal = journal
+        self._lock = threading.RLock()
+        self.cache = DecisionCache()
+        self.queue = OutageQueue()
+        self._offline = False
+        #: set by :func:`drossel.runtime.open_store` when the schema could not be checked
+        self.schema_unchecked = False
+        self._state_key: Any = None
+        try:
+            self.catalog = catalog or load_catalog(store)
+        except Exception:
+            log.warning("state database unreachable: using the packaged catalog")
+            self.catalog = packaged_catalog()
+        try:
+            self.refresh()
+        except Exception as exc:
+            self._start_offline(exc)
+
+    def _start_offline(self, exc: Exception) -> None:
+        DB_ERRORS.labels("refresh").inc()
+        self._offline = True
+        state = self.journal.load_state() if self.journal is not None else None
+        if state is not None:
+            shared = self.cache.shared
+            shared.connectors, shared.pauses, shared.overrides = state
+        log.warning(
+            "state database unreachable at start (%s); deciding from %s, fail_mode=%s",
+            exc.__class__.__name__,
+            "the last saved state" if state is not None else "an empty state",
+            self.config.storage.fail_mode,
+        )
+
+    # --- shared state ---------------------------------------------------------------------
+
+    @property
+    def offline(self) -> bool:
+        """True while the database is (or was at the last attempt) unreachable, or queued
+        observations still wait to be written."""
+        return self._offline
+
+    def refresh(self) -> None:
+        """Reload connectors, pauses and overrides (cheap: small tables)."""
+        connectors = self.store.list_connectors()
+        pauses = self.store.list_pauses()
+        overrides = self.store.list_overrides()
+        with self._lock:
+            shared = self.cache.shared
+            shared.connectors, shared.pauses, shared.overrides = connectors, pauses, overrides
+            shared.refreshed_at = self.clock()
+        key = (tuple(connectors), tuple(pauses), tuple(overrides))
+        # the snapshot lets a node restarted during a database outage keep its tenants, pauses
+        # and overrides (a local SQLite file has no outage of its own: no snapshot there)
+        if self.journal is not None and not self.store.is_sqlite and key != self._state_key:
+            try:
+                self.journal.save_state(connectors, pauses, overrides)
+                self._state_key = key
+            except OSError:
+                log.warning("cannot save the shared state next to %s", self.journal.path)
+
+    def _maybe_refresh(self, now: datetime) -> None:
+        last = self.cache.shared.refreshed_at
+        if last is None or abs((now - last).total_seconds()) >= self.config.storage.refresh_seconds:
+            try:
+                self.refresh()
+            except Exception:
+                DB_ERRORS.labels("refresh").inc()
+                self.cache.shared.refreshed_at = now  # keep the cached state; retry later
+                log.warning("refresh failed; deciding from the cached state")
+
+    def forget(self, tenant: str | None = None) -> None:
+        """Drop cached server records (after an operator changed state directly)."""
+        with self._lock:
+            self.cache.drop_tenant(tenant)
+
+    def on_change(self, event: dict[str, Any]) -> None:
+        """Apply a change notification from any node (see :meth:`Store.notify`)."""
+        kind = event.get("kind")
+        if kind == "server":
+            if event.get("node") == self.store.node_id:
+                return
+            tenant, server = event.get("tenant"), event.get("server")
+            with self._lock:
+                if tenant and server:
+                    self.cache.drop((tenant, server))
+            return
+        if kind == "setting":
+            if event.get("server") == SETTING_KEY:
+                self.catalog = load_catalog(self.store)
+                with self._lock:
+                    self.cache.assessments.clear()
+            return
+        self.refresh()
+        if kind == "tenant" and event.get("tenant"):
+            self.forget(event["tenant"])
+
+    # --- the per-message path -------------------------------------------------------------
+
+    def classify(self, client: ClientInfo) -> ConnectionFacts:
+        """Which tenant and connector the connection belongs to (SPEC §2)."""
+        matched = next(
+            (c for c in self.cache.shared.connectors if c.matches(client.addr, client.tls_name)),
+            None,
+        )
+        return ConnectionFacts(
+            tenant=matched.tenant if matched else "default",
+            connector_type=matched.type if matched else "Default",
+            client_addr=client.addr,
+            client_name=client.name,
+            helo=client.helo,
+            tls_name=client.tls_name,
+            ptr=client.ptr,
+        )
+
+    def assessment(self, build: Build, day: Any) -> Assessment:
+        cached = self.cache.assessment(build, day)
+        if cached is None:
+            cached = assess(build, day, self.catalog, self.policy)
+            self.cache.remember_assessment(build, day, cached)
+        return cached
+
+    def _went_offline(self, op: str, exc: BaseException | None = None) -> None:
+        DB_ERRORS.labels(op).inc()
+        if not self._offline:
+            log.warning(
+                "state database unreachable (%s: %s); deciding from memory, fail_mode=%s",
+                op,
+                exc.__class__.__name__ if exc else "error",
+                self.config.storage.fail_mode,
+            )
+        self._offline = True
+
+    def _lookup(self, key: ServerKey) -> tuple[ServerRecord | None, bool]:
+        """The cached or stored record, and whether it is known (``False``: the database could
+        not be asked and nothing is cached)."""
+        if self.cache.has(key):
+            return self.cache.records[key], key not in self.cache.blind
+        if self._offline:
+            return None, False
+        try:
+            stored = self.store.get_server(*key)
+        except Exception as exc:
+            self._went_offline("read", exc)
+            return None, False
+        record = stored.record if stored else None
+        self.cache.put(key, record)
+        return record, True
+
+    def _write(
+        self, record: ServerRecord, server: DetectedServer, facts: ConnectionFacts, now: datetime
+    ) -> ServerRecord:
+        """Write a changed record now, or queue its observation while the database is away."""
+        if not self._offline:
+            try:
+                return self.store.save_server(record, server.evidence, now).record
+            except Exception as exc:
+                self._went_offline("write", exc)
+        self.queue.observe(
+            Observation(
+                record.tenant,
+                server.server,
+                server.build.short,
+                server.product,
+                server.evidence,
+                now,
+                facts,
+            )
+        )
+        return record
+
+    def process(
+        self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime | None = None
+    ) -> Outcome:
+        """Detect, assess, record and decide for one message."""
+        now = now or self.clock()
+        started = time.perf_counter()
+        with self._lock:
+            if self.auto_refresh:
+                self._maybe_refresh(now)
+            facts = self.classify(client)
+            detection = detect_in_headers(headers, self.policy.trusted_hosts, catalog=self.catalog)
+            server = detection.connecting
+            if server is None or self.policy.mode == "off":
+                verdict = decide(detection, facts, Snapshot(), now, self.policy, self.catalog)
+                return Outcome(verdict, detection, facts)
+            assessment = self.assessment(server.build, now.date())
+            key = (facts.tenant, server.server)
+            old, known = self._lookup(key)
+            new = _earliest(old, observe(old, facts, server, assessment, now, self.policy), now)
+            if _needs_write(old, new):
+                new = self._write(new, server, facts, now)
+            elif new != old:
+                self.queue.touch(key, new.last_seen)
+            self.cache.put(key, new, blind=not known)
+            if not known and self.config.storage.fail_mode == "tempfail":
+                verdict = _deferred(server, assessment)
+            else:
+                shared = self.cache.shared
+                snapshot = Snapshot(record=new, pauses=shared.pauses, overrides=shared.overrides)
+                verdict = decide(
+                    detection, facts, snapshot, now, self.policy, self.catalog, assessment
+                )
+            self.queue.count((facts.tenant, server.server, now.date(), verdict.action))
+        DECISION_SECONDS.observe(time.perf_counter() - started)
+        VERDICTS.labels(verdict.action, server.product, str(verdict.stage or 0)).inc()
+        log.info(
+            "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "
+            "evidence=%s tenant=%s client=%s reason=%r",
+            verdict.action,
+            server.server,
+            server.build,
+            assessment.status,
+            verdict.stage,
+            verdict.scheduled_stage,
+            verdict.evidence,
+            facts.tenant,
+            client.addr,
+            verdict.reason,
+        )
+        return Outcome(verdict, detection, facts)
+
+    # --- writing batched and queued state -------------------------------------------------
+
+    def pending_events(self) -> int:
+        """Queued events in memory (observations, last-seen times, counter keys)."""
+        with self._lock:
+            return len(self.queue)
+
+    def flush(self) -> None:
+        """Write queued observations (journal file first), last-seen times and counters.
+
+        On failure everything stays queued (spilled to the journal beyond the memory bound)
+        and the exception propagates; the daemons' flusher retries every ``flush_seconds``."""
+        with self._lock:
+            taken = self.queue.take()
+        now = self.clock()
+        journal = self.journal
+        try:
+            if self.schema_unchecked:
+                self.store.check_schema()
+                self.schema_unchecked = False
+            from_file = OutageQueue()
+            file_lines = journal.read() if journal is not None and journal.exists() else []
+            for line in file_lines:
+                event = event_from_json(line)
+                if event is not None:
+                    from_file.add(event)
+            replayed = self._replay(from_file.observations + taken.observations)
+            seen = dict(from_file.seen)
+            for key, at in taken.seen.items():
+                seen[key] = max(at, seen.get(key, at))
+            counts = dict(from_file.counts)
+            for ckey, n in taken.counts.items():
+                counts[ckey] = counts.get(ckey, 0) + n
+            for (tenant, server), at in seen.items():
+                self.store.touch_server(tenant, server, at)
+            self.store.add_counts(counts, now)
+            if file_lines and journal is not None:
+                journal.clear()
+        except BaseException as exc:
+            with self._lock:
+                self.queue.put_back(taken)
+                self._went_offline("flush", exc)
+                limit = self.config.storage.journal_memory_events
+                if journal is not None and len(self.queue) > limit:
+                    self._spill_locked()
+            raise
+        with self._lock:
+            waiting = self.queue.waiting()
+            for key, record in replayed.items():
+                if key in waiting:
+                    continue
+                cached = self.cache.records.get(key)
+                if cached is not None and cached.last_seen > record.last_seen:
+                    record = replace(record, last_seen=cached.last_seen)
+                self.cache.written(key, record)
+            if taken.observations or file_lines:
+                log.info(
+                    "state database reachable again: wrote %d queued observations, %d counter keys",
+                    len(from_file.observations) + len(taken.observations),
+                    len(counts),
+                )
+            if not self.queue.observations:
+                self._offline = False
+                self.cache.blind.clear()
+
+    def _replay(self, observations: list[Observation]) -> dict[ServerKey, ServerRecord]:
+        """Re-run queued observations against the stored records, in order, and save them."""
+        latest: dict[ServerKey, ServerRecord | None] = {}
+        for obs in observations:
+            key = (obs.tenant, obs.server)
+            if key in latest:
+                old = latest[key]
+            else:
+                stored = self.store.get_server(*key)
+                old = stored.record if stored else None
+            build = Build.parse(obs.build)
+            if build is None:
+                continue
+            server = DetectedServer(obs.server, build, obs.product, obs.evidence)
+            assessment = self.assessment(build, obs.now.date())
+            new = _earliest(
+                old, observe(old, obs.facts, server, assessment, obs.now, self.policy), obs.now
+            )
+            if old is None or new != old:
+                new = self.store.save_server(new, server.evidence, obs.now).record
+            latest[key] = new
+        return {k: v for k, v in latest.items() if v is not None}
+
+    def _spill_locked(self) -> int:
+        """Move every queued event from memory to the journal file."""
+        assert self.journal is not None
+        events = [e.to_json() for e in self.queue.take().events()]
+        written = self.journal.append(events)
+        if written:
+            log.warning("spilled %d queued events to the journal %s", written, self.journal.path)
+        return written
+
+    def shutdown(self) -> None:
+        """Last flush on the way out; if the database is away, keep everything in the journal
+        (replayed by the next start)."""
+        try:
+            self.flush()
+        except Exception:
+            with self._lock:
+                if self.journal is not None:
+                    self._spill_locked()
+                elif len(self.queue):
+                    log.error(
+                        "database unreachable at shutdown: %d queued events are lost",
+                        len(self.queue),
+                    )
+
+
+def _deferred(server: DetectedServer, assessment: Assessment) -> Verdict:
+    return Verdict(
+        action="throttle",
+        reason="state database unreachable and server unknown (fail_mode=tempfail)",
+        server=server,
+        assessment=assessment,
+        code=451,
+        enhanced_code="4.3.0",
+        text="Temporary local problem, please try again later",
+    )
+
+
+def _earliest(old: ServerRecord | None, new: ServerRecord, now: datetime) -> ServerRecord:
+    """Another node may have recorded the server a moment *later* by its clock than this node
+    saw it (same second, clocks apart): the first detection is the earliest sighting, and a
+    clock that started at the first detection starts then too."""
+    if old is None or now >= old.first_detected:
+        return new
+    clock_start = new.clock_start
+    if (
+        clock_start is not None
+        and old.clock_start is not None
+        and old.clock_start - old.first_detected < timedelta(seconds=1)
+        and new.remediated_at is None
+        and new.clock_credit == old.clock_credit
+    ):
+        clock_start = min(now, clock_start)
+    return replace(new, first_detected=now, clock_start=clock_start)
+
+
+def _needs_write(old: ServerRecord | None, new: ServerRecord) -> bool:
+    if old is None:
+        return True
+    return replace(old, last_seen=new.last_seen) != new
+
+
+__all__ = ["ClientInfo", "Enforcer", "Outcome"]

@@ -1,0 +1,93 @@
+"""The storage interface of the application layer.
+
+:class:`drossel.storage.store.Store` (SQLAlchemy: SQLite, PostgreSQL) implements it, and so does
+:class:`drossel.app.memory.MemoryStore` for tests and the reference model.  Storage keeps data
+and makes changes atomic; the rules (budgets, clocks, what a pause costs) live in the
+application layer and reach the store as values or as ``check``/``change`` callables that run
+inside the store's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from typing import Protocol
+
+from drossel.app.records import AuditEntry, Connector, StoredServer, Tenant
+from drossel.core.decision import Override, ServerRecord
+from drossel.core.schedule import Pause
+
+
+class StateStore(Protocol):
+    """What the application layer needs of a state store."""
+
+    is_sqlite: bool
+    node_id: str
+
+    def dispose(self) -> None:
+        """Release connections (end of process)."""
+
+    def check_schema(self) -> None:
+        """Raise if the stored schema is not the one this drossel needs."""
+
+    # tenants and connectors
+    def add_tenant(
+        self, name: str, contacts: Sequence[str], actor: str, now: datetime, display_name: str = ""
+    ) -> Tenant: ...
+    def add_contact(self, tenant: str, email: str, actor: str, now: datetime) -> None: ...
+    def get_tenant(self, name: str) -> Tenant: ...
+    def list_tenants(self) -> list[Tenant]: ...
+    def add_connector(
+        self,
+        tenant: str,
+        name: str,
+        type_: str,
+        ip_ranges: Sequence[str],
+        tls_name: str | None,
+        actor: str,
+        now: datetime,
+    ) -> Connector: ...
+    def list_connectors(self) -> list[Connector]: ...
+
+    # servers and counters
+    def get_server(self, tenant: str, fqdn: str) -> StoredServer | None: ...
+    def list_servers(self, tenant: str | None = None) -> list[StoredServer]: ...
+    def save_server(self, record: ServerRecord, evidence: str, now: datetime) -> StoredServer: ...
+    def touch_server(self, tenant: str, fqdn: str, seen: datetime) -> None: ...
+    def add_counts(self, counts: dict[tuple[str, str, date, str], int], now: datetime) -> None: ...
+    def daily_counts(self, server_id: int, since: date) -> dict[date, dict[str, int]]: ...
+    def total_counts(self, server_id: int) -> dict[str, int]: ...
+    def build_history(self, server_id: int) -> list[tuple[str, datetime, datetime]]: ...
+
+    # pauses and overrides
+    def list_pauses(self, tenant: str | None = None) -> list[Pause]: ...
+    def insert_pause(
+        self, pause: Pause, actor: str, now: datetime, check: Callable[[list[Pause]], None]
+    ) -> Pause: ...
+    def change_pause(
+        self,
+        pause_id: int,
+        change: Callable[[Pause, list[Pause]], Pause],
+        action: str,
+        actor: str,
+        now: datetime,
+        tenant: str | None = None,
+    ) -> Pause: ...
+    def add_override(
+        self,
+        tenant: str | None,
+        server: str | None,
+        reason: str,
+        expires: datetime | None,
+        actor: str,
+        now: datetime,
+    ) -> Override: ...
+    def list_overrides(self, now: datetime | None = None) -> list[Override]: ...
+    def remove_override(
+        self, override_id: int, actor: str, now: datetime, tenant: str | None = None
+    ) -> None: ...
+
+    # audit and settings
+    def list_audit(self, tenant: str | None = None, limit: int = 200) -> list[AuditEntry]: ...
+    def get_setting(self, key: str) -> str | None: ...
+    def set_setting(self, key: str, value: str, actor: str, now: datetime) -> None: ...

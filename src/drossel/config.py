@@ -63,12 +63,27 @@ class StorageConfig(_Section):
 class MilterConfig(_Section):
     listen: str = "inet:127.0.0.1:8899"
     add_header: bool = True
-    header_name: str = "X-Drossel"
+    #: An RFC 5322 field name (printable ASCII without space or colon).
+    header_name: str = Field(default="X-Drossel", pattern=r"^[\x21-\x39\x3b-\x7e]{1,76}$")
     early_refusal: bool = False
     """Ignored (kept so old configuration files load): refusing at RCPT before the headers
     are read could refuse a server that has just been patched (SPEC §4)."""
     read_timeout: float = Field(default=30.0, gt=0)
     on_policy_error: Literal["continue", "tempfail"] = "continue"
+    #: Close a milter connection on which the MTA sent nothing for this long.  Above
+    #: Postfix's smtpd_timeout (300 s), so a slow but live SMTP client is dropped by Postfix
+    #: first, never by us; a dead MTA connection is still freed within minutes, not hours.
+    idle_timeout: float = Field(default=330.0, gt=0, le=3600)
+    #: Concurrent MTA connections; more are closed at once (Postfix then applies its
+    #: milter default_action).  Postfix opens one per SMTP session (default_process_limit 100).
+    max_connections: int = Field(default=512, ge=1)
+    #: What is kept of a message's headers: the Received: lines only, at most this many ...
+    max_received_headers: int = Field(default=200, ge=1)
+    #: ... and at most this many characters of them in total (longer lines are cut).
+    max_received_bytes: int = Field(default=65536, ge=1024)
+    #: ``auto``: uvloop when it is installed (less CPU for socket work), else
+    #: asyncio's own loop; ``asyncio`` or ``uvloop`` to choose (``uvloop`` must be installed).
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class GatewayConfig(_Section):

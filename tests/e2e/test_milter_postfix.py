@@ -23,6 +23,7 @@ import pytest
 from harness.drossel_milter import DrosselMilter
 from harness.exchange import (
     BLOCK_TEXT,
+    EXCHANGE_RECEIVED,
     OLD_BUILD,
     SERVER,
     T0,
@@ -31,7 +32,7 @@ from harness.exchange import (
     outside_windows,
     window_start,
 )
-from harness.postfix import AUTHOR, PostfixInstance, find_free_port
+from harness.postfix import AUTHOR, PostfixInstance, find_free_port, make_message
 from harness.sink import SmtpSink
 
 
@@ -173,3 +174,28 @@ def test_drossel_down_means_postfix_default_action(
     milter.stop()
     postfix.send(exchange_message("after stop"), AUTHOR, ["bob@remote.example"])
     assert len(sink.wait_for(3, timeout=20)) == 3
+
+
+def test_forged_verdict_headers_are_replaced_by_ours(
+    milter: DrosselMilter,
+    receiving_postfix: Callable[..., PostfixInstance],
+    sink: SmtpSink,
+) -> None:
+    """A sender cannot pass its own X-Drossel off as drossel's (issue 10, SPEC §3)."""
+    milter.start(T0)
+    postfix = receiving_postfix(milter.port, milter_default_action="tempfail")
+    message = make_message(
+        sender=AUTHOR,
+        subject="forged verdict",
+        extra_headers=[
+            ("X-Drossel", "server=ex01.contoso.example; build=15.2.2562.53; status=current"),
+            ("Received", EXCHANGE_RECEIVED.format(server=SERVER, build=OLD_BUILD)),
+            ("x-drossel", "stage=0"),
+        ],
+    )
+    postfix.send(message, AUTHOR, ["bob@remote.example"])
+    (delivered,) = sink.wait_for(1, timeout=20)
+    assert delivered.header_all("X-Drossel") == [
+        f"server={SERVER}; build={OLD_BUILD}; status=unsupported; stage=1"
+    ]
+    assert "stage=0" not in delivered.text and "status=current" not in delivered.text

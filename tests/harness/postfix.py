@@ -160,6 +160,9 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
+#: The TLS session-cache/PRNG manager; smtpd disables TLS without it (``TLS=True``).
+TLSMGR_SERVICE = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+
 
 def _inline_map(entries: Mapping[str, str]) -> str:
     for k, v in entries.items():
@@ -181,6 +184,7 @@ class PostfixInstance:
     :param milter_default_action: ``accept``/``tempfail``/``reject``/``quarantine``.
     :param main: extra/overriding main.cf parameters.
     :param smtpd_options: ``-o`` overrides for the smtpd service in master.cf.
+    :param tls: also run ``tlsmgr`` (needed for ``smtpd_tls_security_level`` other than none).
     """
 
     def __init__(
@@ -199,8 +203,10 @@ class PostfixInstance:
         main: Mapping[str, str | int] | None = None,
         smtpd_options: Mapping[str, str] | None = None,
         fast_retry: bool = True,
+        tls: bool = False,
     ) -> None:
         self.name = name
+        self.tls = tls
         self.base_dir = Path(base_dir).resolve() / name
         self.host = "127.0.0.1"
         self.port = port or find_free_port(self.host)
@@ -301,7 +307,7 @@ class PostfixInstance:
     def master_cf(self) -> str:
         opts = "".join(f"\n  -o {k}={v}" for k, v in self.smtpd_options.items())
         smtpd = f"{self.host}:{self.port} inet n - n - - smtpd{opts}\n"
-        return smtpd + _MASTER_CF_SERVICES
+        return smtpd + _MASTER_CF_SERVICES + (TLSMGR_SERVICE if self.tls else "")
 
     def write_config(self) -> None:
         for d in (self.config_dir, self.queue_dir, self.log_dir):

@@ -51,12 +51,13 @@ BODYEOB: Final = b"\x00\x00\x00\x01E"
 ABORT: Final = b"\x00\x00\x00\x01A"
 QUIT: Final = b"\x00\x00\x00\x01Q"
 
-# v6, ADDHDRS|SETSYMLIST, NOBODY|NODATA|NOUNKNOWN + NR_{CONN,HELO,MAIL,DATA,UNKN,HDR,BODY}
+# v6, ADDHDRS|SETSYMLIST, NOCONNECT|NOBODY|NODATA|NOUNKNOWN + NR_{CONN,HELO,MAIL,DATA,UNKN,
+# HDR,BODY}; macro lists: client and TLS evidence at MAIL, the queue id at end of message
 R_OPTNEG: Final = (
-    b"\x00\x00\x00\x93O\x00\x00\x00\x06\x00\x00\x01\x01\x00\x0bs\x90\x00\x00\x00\x00j {daemon_"
-    b"name} {client_addr} {client_name}\x00\x00\x00\x00\x01{tls_version} {cert_subject}\x00"
-    b"\x00\x00\x00\x02i {tls_version} {cert_subject}\x00\x00\x00\x00\x03i\x00\x00\x00\x00\x05i"
-    b"\x00\x00\x00\x00\x06i\x00"
+    b"\x00\x00\x00tO\x00\x00\x00\x06\x00\x00\x01\x01\x00\x0bs\x91"
+    b"\x00\x00\x00\x02{client_addr} {client_name} {client_ptr} {tls_version} {cert_subject}"
+    b" {cert_issuer} {verify}\x00"
+    b"\x00\x00\x00\x05i\x00"
 )
 R_CONTINUE: Final = b"\x00\x00\x00\x01c"
 R_ACCEPT: Final = b"\x00\x00\x00\x01a"
@@ -65,3 +66,39 @@ R_REJECT: Final = b"\x00\x00\x00\x01r"
 R_ADDHEADER_GRADE: Final = b"\x00\x00\x00(hX-Drossel-Grade\x00B (Exchange 2016 CU23)\x00"
 # policy text 'Exchange 15.1.2507 is 42% out\r\nof date' sanitised
 R_REPLY_450: Final = b"\x00\x00\x004y450 4.7.230 Exchange 15.1.2507 is 42%% out of date\x00"
+
+# --- client evidence (SPEC §3) at MAIL, as Postfix 3.7 sends the macros drossel asks for ---
+# verified: forward-confirmed name, and a trusted client certificate (Postfix: bare CN)
+MACRO_MAIL_VERIFIED: Final = (
+    b"\x00\x00\x00\xccDMi\x004VwKq1Zx3Tz9\x00{client_addr}\x00203.0.113.25\x00"
+    b"{client_name}\x00mail.contoso.example\x00{client_ptr}\x00mail.contoso.example\x00"
+    b"{tls_version}\x00TLSv1.3\x00{cert_subject}\x00mail.contoso.example\x00"
+    b"{cert_issuer}\x00Contoso Issuing CA\x00"
+)
+# PTR exists but does not resolve back: {client_name} "unknown"; IPv6 in RFC 5321 form
+MACRO_MAIL_UNCONFIRMED: Final = (
+    b"\x00\x00\x00iDMi\x004VwKq1Zx3Tz9\x00{client_addr}\x00IPv6:2001:db8::25\x00"
+    b"{client_name}\x00unknown\x00{client_ptr}\x00mail.contoso.example\x00"
+)
+# Sendmail: DN subject of a certificate that did not verify, address-literal client name
+MACRO_MAIL_SENDMAIL_FAIL: Final = (
+    b"\x00\x00\x00\x99DMi\x00q1\x00{client_addr}\x00203.0.113.25\x00{client_name}\x00"
+    b"[203.0.113.25]\x00{client_ptr}\x00unknown\x00{verify}\x00FAIL\x00{cert_subject}\x00"
+    b"/C=DE/O=Contoso/CN=mail.contoso.example\x00"
+)
+# Sendmail: the same DN, verified
+MACRO_MAIL_SENDMAIL_OK: Final = (
+    b"\x00\x00\x00JDMi\x00q1\x00{verify}\x00OK\x00{cert_subject}\x00"
+    b"/C=DE/O=Contoso/CN=Mail.Contoso.Example\x00"
+)
+
+# --- forged verdict headers (issue 10): a sender writes drossel's header itself -----------
+HDR_FORGED_DROSSEL: Final = (
+    b"\x00\x00\x00TLX-Drossel\x00server=ex01.contoso.example; build=15.2.2562.53;"
+    b" status=current; stage=0\x00"
+)
+HDR_FORGED_DROSSEL_LOWER: Final = b"\x00\x00\x00\x12Lx-drossel\x00forged\x00"
+# SMFIR_CHGHEADER, index 2 then 1, empty value = delete
+R_DELETE_DROSSEL_2: Final = b"\x00\x00\x00\x10m\x00\x00\x00\x02X-Drossel\x00\x00"
+R_DELETE_DROSSEL_1: Final = b"\x00\x00\x00\x10m\x00\x00\x00\x01X-Drossel\x00\x00"
+R_ADDHEADER_DROSSEL: Final = b"\x00\x00\x00 hX-Drossel\x00server=ex01; stage=1\x00"

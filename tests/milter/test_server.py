@@ -147,11 +147,11 @@ async def test_idle_between_packets_uses_idle_timeout() -> None:
         reader, writer = await asyncio.open_connection(*tcp_address(srv))
         writer.write(START)
         await writer.drain()
-        assert await reader.readexactly(len(mb.R_OPTNEG)) == mb.R_OPTNEG
+        assert await asyncio.wait_for(reader.readexactly(len(mb.R_OPTNEG)), 5.0) == mb.R_OPTNEG
         await asyncio.sleep(0.2)  # longer than read_timeout: still open
         writer.write(mb.MACRO_MAIL + mb.MAIL + mb.RCPT)
         await writer.drain()
-        assert await reader.readexactly(len(mb.R_CONTINUE)) == mb.R_CONTINUE
+        assert await asyncio.wait_for(reader.readexactly(len(mb.R_CONTINUE)), 5.0) == mb.R_CONTINUE
         started = time.monotonic()
         assert await asyncio.wait_for(reader.read(), 5.0) == b""  # idle timeout hits
         assert 0.3 < time.monotonic() - started < 3.0
@@ -191,7 +191,7 @@ async def test_graceful_close_cancels_lingering_sessions_after_grace() -> None:
     reader, writer = await asyncio.open_connection(*tcp_address(srv))
     writer.write(START)
     await writer.drain()
-    assert await reader.readexactly(len(mb.R_OPTNEG)) == mb.R_OPTNEG
+    assert await asyncio.wait_for(reader.readexactly(len(mb.R_OPTNEG)), 5.0) == mb.R_OPTNEG
     srv.close()
     assert not srv.is_serving()
     await asyncio.wait_for(srv.wait_closed(), 3.0)

@@ -40,7 +40,8 @@ async def test_full_exchange_exact_reply_bytes() -> None:
 
 async def test_context_seen_by_policy() -> None:
     policy = grading_policy()
-    await replay(MilterSession(policy), EXCHANGE)
+    everything = ("Received", "From", "Subject", "X-MS-Has-Attach")
+    await replay(MilterSession(policy, keep_headers=everything), EXCHANGE)
     (rcpt_ctx,) = policy.rcpt_calls
     assert rcpt_ctx.recipients == ["<ops@example.net>"]
     assert rcpt_ctx.headers == []
@@ -164,7 +165,7 @@ async def test_two_messages_with_abort_between() -> None:
     )
     (ctx,) = policy.eoh_calls
     assert ctx.recipients == ["<it1@example.net>"]
-    assert len(ctx.headers) == 5  # not 10: message 1's headers were dropped
+    assert len(ctx.headers) == 2  # not 4: message 1's Received lines were dropped
     assert ctx.client_addr == "203.0.113.25"
     assert ctx.macros["tls_version"] == "TLSv1.2"
 
@@ -186,7 +187,7 @@ async def test_next_message_without_abort_resets_state() -> None:
     data = START + ONE_MESSAGE.replace(mb.MACRO_EOB + mb.BODYEOB, b"") + second_mail_macro + rest
     await replay(MilterSession(policy), data)
     first, second = policy.eoh_calls
-    assert len(first.headers) == len(second.headers) == 5
+    assert len(first.headers) == len(second.headers) == 2
     assert second.recipients == ["<ops@example.net>"]
     # MACRO 'M' started the new message and must survive the MAIL that follows.
     assert second.macros["i"] == QID  # later stages repeat the original id
@@ -246,10 +247,10 @@ async def test_old_mta_without_noreply_gets_a_reply_for_everything() -> None:
     session = MilterSession(grading_policy())
     data = optneg(2, 0x3F, 0x7F) + b"".join(CONNECTION_START[1:]) + ONE_MESSAGE + mb.QUIT
     out = await replay(session, data)
-    # version 2, ADDHDRS only (no SETSYMLIST offered), NOBODY only (no NR_*).
+    # version 2, ADDHDRS only (no SETSYMLIST offered), NOCONNECT|NOBODY only (no NR_*).
     assert out == (
-        b"\x00\x00\x00\x0dO\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x10"
-        + mb.R_CONTINUE * 3  # CONNECT, HELO, MAIL
+        b"\x00\x00\x00\x0dO\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x11"
+        + mb.R_CONTINUE * 3  # CONNECT (sent anyway here), HELO, MAIL
         + mb.R_CONTINUE  # RCPT
         + mb.R_CONTINUE * 5  # five headers
         + mb.R_CONTINUE  # EOH, header pending
@@ -316,3 +317,45 @@ def test_random_packets_only_raise_protocol_errors(packets: list[tuple[int, byte
                 return
 
     asyncio.run(run())
+
+
+async def test_without_recipient_step_rcpt_is_negotiated_away() -> None:
+    policy = grading_policy()
+    session = MilterSession(policy, recipient_step=False)
+    out = await replay(session, mb.OPTNEG)
+    steps = struct.unpack(">III", out[5:17])[2]
+    assert steps & 0x08  # SMFIP_NORCPT
+    # an MTA honouring NORCPT sends no RCPT; the message is decided at end of headers
+    without_rcpt = [p for p in MESSAGE if p not in (mb.MACRO_RCPT, mb.RCPT)]
+    assert await replay(session, b"".join(without_rcpt)) == (
+        mb.R_CONTINUE + mb.R_ADDHEADER_GRADE + mb.R_ACCEPT
+    )
+    assert policy.rcpt_calls == []
+    assert len(policy.eoh_calls) == 1
+
+
+async def test_policy_answering_from_memory_is_decided_synchronously() -> None:
+    policy = grading_policy()
+    session = MilterSession(policy)
+    await replay(session, START + mb.MACRO_MAIL + mb.MAIL)
+    command = session.handle_nowait(Packet(b"R", b"<ops@example.net>\0"))
+    assert not isinstance(command, bytes)
+    assert session.decide_now(command) == mb.R_CONTINUE  # no event loop involved
+    assert policy.rcpt_calls[0].recipients == ["<ops@example.net>"]
+
+
+async def test_suspending_policy_is_finished_by_resume() -> None:
+    class Suspending(RecordingPolicy):
+        async def on_recipient(self, ctx: MessageContext) -> MilterVerdict:
+            await asyncio.sleep(0)
+            return MilterVerdict("tempfail")
+
+    session = MilterSession(Suspending())
+    await replay(session, START + mb.MACRO_MAIL + mb.MAIL)
+    command = session.handle_nowait(Packet(b"R", b"<ops@example.net>\0"))
+    assert not isinstance(command, bytes)
+    assert session.decide_now(command) is None
+    with pytest.raises(ProtocolError):
+        session.decide_now(command)  # one policy call at a time
+    assert await session.resume() == mb.R_TEMPFAIL
+    assert session.context().recipients == []  # refused recipient not kept

@@ -64,7 +64,11 @@ def milter_session(
     addr = client_addr.encode()
     head = [
         OPTNEG,
-        encode_packet(b"D", b"C" + b"{client_addr}\0" + addr + b"\0"),
+        # Postfix's {client_name} is the forward-confirmed name: the server's own (SPEC §3)
+        encode_packet(
+            b"D",
+            b"C" + b"{client_addr}\0" + addr + b"\0{client_name}\0" + helo.encode() + b"\0",
+        ),
         encode_packet(b"C", helo.encode() + b"\0" + b"4" + struct.pack(">H", 40000) + addr + b"\0"),
         encode_packet(b"H", helo.encode() + b"\0"),
         encode_packet(b"M", b"<alerts@contoso.example>\0"),

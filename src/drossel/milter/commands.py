@@ -18,7 +18,7 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from drossel.milter.framing import Packet, ProtocolError, encode_packet
 
@@ -47,12 +47,14 @@ SMFIR_ACCEPT: Final = b"a"
 SMFIR_CONTINUE: Final = b"c"
 SMFIR_ADDHEADER: Final = b"h"
 SMFIR_INSHEADER: Final = b"i"
+SMFIR_CHGHEADER: Final = b"m"
 SMFIR_REJECT: Final = b"r"
 SMFIR_TEMPFAIL: Final = b"t"
 SMFIR_REPLYCODE: Final = b"y"
 
 # --- actions the filter may request (SMFIF_*) -------------------------------
 SMFIF_ADDHDRS: Final = 0x0001
+SMFIF_CHGHDRS: Final = 0x0010
 SMFIF_SETSYMLIST: Final = 0x0100
 
 # --- protocol steps (SMFIP_*) ------------------------------------------------
@@ -141,12 +143,15 @@ class OptNeg:
     protocol: int
 
 
-@dataclass(frozen=True, slots=True)
-class Macro:
-    """SMFIC_MACRO: macro values for the stage of the command ``stage``."""
+class Macro(NamedTuple):
+    """SMFIC_MACRO: macro values for the stage of the command ``stage``.
+
+    A named tuple (cheapest to create): Postfix sends one before nearly every command,
+    mostly empty.
+    """
 
     stage: bytes
-    macros: dict[str, str] = field(default_factory=dict)
+    macros: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +198,33 @@ class Data:
     """SMFIC_DATA: the client sent DATA."""
 
 
-@dataclass(frozen=True, slots=True)
 class Header:
-    """SMFIC_HEADER: one header; folded lines are joined by ``\\n``."""
+    """SMFIC_HEADER: one header; folded lines are joined by ``\\n``.
 
-    name: str
-    value: str
+    The value is kept as bytes and decoded only when asked for: most headers of a message
+    are merely looked at by name and dropped, and a header can be up to a megabyte.
+    """
+
+    __slots__ = ("name", "raw_value")
+
+    def __init__(self, name: str, value: str | bytes) -> None:
+        self.name = name
+        self.raw_value = _encode(value) if isinstance(value, str) else value
+
+    @property
+    def value(self) -> str:
+        return _decode(self.raw_value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Header):
+            return NotImplemented
+        return (self.name, self.raw_value) == (other.name, other.raw_value)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.raw_value))
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.value!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,10 +347,17 @@ _SIMPLE: Final[dict[bytes, tuple[str, Command]]] = {
 
 
 def _parse_header(payload: bytes) -> Header:
-    name, value = _exact_cstrings(payload, 2, "HEADER")
-    if not name:
+    # Same checks as _exact_cstrings(payload, 2), without decoding the value.
+    end = len(payload) - 1
+    nul = payload.find(b"\0")
+    if nul < 0 or payload[end] != 0:
+        raise ProtocolError("HEADER: payload is not NUL-terminated")
+    if nul == end or payload.find(b"\0", nul + 1) != end:
+        parts = payload.count(b"\0")
+        raise ProtocolError(f"HEADER: expected 2 NUL-terminated strings, got {parts}")
+    if not nul:
         raise ProtocolError("HEADER: empty header name")
-    return Header(name, value)
+    return Header(_decode(payload[:nul]), payload[nul + 1 : end])
 
 
 def parse_command(packet: Packet) -> Command:
@@ -474,6 +507,24 @@ class InsertHeader:
             SMFIR_INSHEADER,
             _U32.pack(self.index) + _encode(name) + b"\0" + _encode(value) + b"\0",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteHeader:
+    """SMFIR_CHGHEADER with an empty value: delete the ``index``-th (1-based) ``name`` header.
+
+    The index counts only headers of that name, as the MTA showed them to us; deleting the
+    highest index first keeps the lower ones valid whether or not the MTA renumbers.
+    """
+
+    index: int
+    name: str
+
+    def encode(self) -> bytes:
+        if self.index < 1:
+            raise ValueError(f"header index must be 1 or more, got {self.index}")
+        name = check_header_name(self.name)
+        return encode_packet(SMFIR_CHGHEADER, _U32.pack(self.index) + _encode(name) + b"\0\0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ class MessageContext:
     ``macros`` keys are normalised without braces (``{client_addr}`` becomes
     ``client_addr``; ``j`` stays ``j``).  ``mail_from`` and ``recipients`` are
     as Postfix sends them, normally with angle brackets (``<a@b>``, ``<>``).
+    ``headers`` holds only the headers the session keeps (by default the
+    ``Received:`` lines, bounded in number and size, see
+    :class:`~drossel.milter.session.MilterSession`), in message order.
     Header values are raw: folded lines joined by ``\\n`` plus the original
     leading whitespace, and the single space after the colon removed, as
     Postfix does for milters.  The policy gets a snapshot; mutating it has

@@ -11,7 +11,14 @@ Timeouts: ``read_timeout`` bounds every read while the MTA owes us bytes
 Between packets the MTA is legitimately silent while its SMTP client thinks
 or uploads the message (Postfix's smtpd_timeout is 300 s per command and the
 headers only arrive after the whole DATA transfer), so waiting for the next
-packet uses the longer ``idle_timeout``.
+packet uses the longer ``idle_timeout`` (default 330 s: above Postfix's
+smtpd_timeout of 300 s, so Postfix gives up on a silent SMTP client first).
+
+Resources: at most ``max_connections`` connections are served at once (more
+are closed straight away and logged; Postfix applies its milter default
+action), and each session keeps only a bounded part of each message (see
+:class:`~drossel.milter.session.MilterSession`), so memory does not grow with
+what senders write.
 """
 
 from __future__ import annotations
@@ -24,18 +31,22 @@ import os
 import socket
 import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from drossel.milter.commands import EndOfHeaders, Rcpt
 from drossel.milter.framing import DEFAULT_MAX_PACKET, Packet, PacketDecoder, ProtocolError
 from drossel.milter.policy import MilterPolicy, OnPolicyError
-from drossel.milter.session import MilterSession
+from drossel.milter.session import (
+    DEFAULT_MAX_KEPT_BYTES,
+    DEFAULT_MAX_KEPT_HEADERS,
+    MilterSession,
+)
 
 log = logging.getLogger("drossel.milter")
 
-DEFAULT_IDLE_TIMEOUT = 3600.0
+DEFAULT_IDLE_TIMEOUT = 330.0
+DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_READ_SIZE = 65536
 DEFAULT_BACKLOG = 1024
 
@@ -76,7 +87,7 @@ def parse_listen(listen: str) -> ListenAddress:
     return ListenAddress("inet6" if kind == "inet6" else "inet", host=host, port=int(port_text))
 
 
-def _remove_stale_socket(path: str) -> None:
+def remove_stale_socket(path: str) -> None:
     """Unlink a leftover socket file, but never a live socket or a non-socket."""
     try:
         st = os.lstat(path)
@@ -104,13 +115,34 @@ class MilterServer(asyncio.AbstractServer):
     """
 
     def __init__(
-        self, server: asyncio.Server, unix_path: str | None, shutdown_grace: float
+        self,
+        server: asyncio.Server,
+        unix_path: str | None,
+        shutdown_grace: float,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._server = server
         self._unix_path = unix_path
         self._unix_inode: int | None = os.stat(unix_path).st_ino if unix_path else None
         self.shutdown_grace = shutdown_grace
         self.connections: set[asyncio.Task[Any]] = set()
+        self.max_connections = max_connections
+        #: connections refused because ``max_connections`` were open
+        self.refused = 0
+
+    def admit(self) -> bool:
+        """Whether one more connection may be served now (counts and logs a refusal)."""
+        if len(self.connections) < self.max_connections:
+            return True
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning(
+                "milter: %d connections open (max_connections); refusing new ones "
+                "(%d refused so far), Postfix applies its milter default_action",
+                len(self.connections),
+                self.refused,
+            )
+        return False
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -194,8 +226,13 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- protocol callbacks --------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's does not subclass asyncio.Transport, hence the cast).
+        transport = cast(asyncio.Transport, base)
+        if self._server and not self._server[0].admit():
+            self._error = ConnectionRefusedError("too many connections")
+            transport.abort()
+            return
         self.transport = transport
         self.session = self._session_factory(_peer_name(transport))
         self._closed = self._loop.create_future()
@@ -254,27 +291,29 @@ class _Connection(asyncio.BufferedProtocol):
         for index, packet in enumerate(packets):
             try:
                 result = session.handle_nowait(packet)
+                # A policy call (RCPT, end of headers) is answered here too, unless the
+                # policy suspends ...
+                reply = result if isinstance(result, bytes) else session.decide_now(result)
             except Exception as exc:
                 self._write(out)
                 self._fail(exc)
                 return
-            if isinstance(result, bytes):
-                if result:
-                    out.append(result)
-                if session.closed:
-                    if index + 1 < len(packets) or self.decoder.buffered:
-                        log.debug("milter %s: ignoring bytes after QUIT", session.peer)
-                    self._write(out)
-                    self._wake()
-                    return
-                continue
-            # A policy call: the task takes over from here, in order.
-            self._write(out)
-            self._busy = True
-            self._queue.append(_Pending(result))
-            self._enqueue(packets[index + 1 :])
-            self._wake()
-            return
+            if reply is None:
+                # ... else the task takes over from here, in order.
+                self._write(out)
+                self._busy = True
+                self._queue.append(_PENDING)
+                self._enqueue(packets[index + 1 :])
+                self._wake()
+                return
+            if reply:
+                out.append(reply)
+            if session.closed:
+                if index + 1 < len(packets) or self.decoder.buffered:
+                    log.debug("milter %s: ignoring bytes after QUIT", session.peer)
+                self._write(out)
+                self._wake()
+                return
         self._write(out)
         self._arm_for_next_read()
 
@@ -385,7 +424,7 @@ class _Connection(asyncio.BufferedProtocol):
                 if isinstance(item, _Pending):
                     self._write(out)  # earlier replies go out before the policy runs
                     out = []
-                    reply = await session.handle_command(item.command)
+                    reply = await session.resume()
                 else:
                     self._queued_bytes -= len(item.payload)
                     reply = await session.handle(item)
@@ -432,12 +471,12 @@ class _Connection(asyncio.BufferedProtocol):
 
 
 class _Pending:
-    """A parsed command that needs the policy, queued for the connection's task."""
+    """Queue marker: the session holds a suspended policy call for the task to finish."""
 
-    __slots__ = ("command",)
+    __slots__ = ()
 
-    def __init__(self, command: Rcpt | EndOfHeaders) -> None:
-        self.command = command
+
+_PENDING = _Pending()
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -460,6 +499,12 @@ async def start_milter_server(
     shutdown_grace: float = 10.0,
     read_size: int = DEFAULT_READ_SIZE,
     backlog: int = DEFAULT_BACKLOG,
+    strip_headers: Iterable[str] = (),
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
+    max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
+    recipient_step: bool = True,
+    sock: socket.socket | None = None,
 ) -> MilterServer:
     """Listen on ``listen`` and serve the milter protocol with ``policy``.
 
@@ -469,10 +514,16 @@ async def start_milter_server(
     (30 s) so a slow policy yields ``on_policy_error`` instead of a dropped
     connection.  ``read_size`` is the socket read chunk (tests vary it).  ``backlog``
     is the listen queue: a busy Postfix opens a milter connection per SMTP session.
+    ``strip_headers`` names headers whose incoming copies every session deletes (see
+    :class:`~drossel.milter.session.MilterSession`), as do the header limits and
+    ``recipient_step`` (False: RCPT is negotiated away, ``policy.on_recipient`` unused).
+    ``sock``: serve this already listening socket (bound for ``listen`` by
+    :mod:`drossel.milter.workers`) instead of binding; its owner removes a unix socket file.
     """
     if on_policy_error not in ("continue", "tempfail"):
         raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
     address = parse_listen(listen)
+    strip = tuple(strip_headers)
     server_ref: list[MilterServer] = []
 
     def new_session(peer: str) -> MilterSession:
@@ -481,6 +532,10 @@ async def start_milter_server(
             on_policy_error=on_policy_error,
             policy_timeout=policy_timeout,
             peer=peer,
+            strip_headers=strip,
+            max_kept_headers=max_kept_headers,
+            max_kept_bytes=max_kept_bytes,
+            recipient_step=recipient_step,
         )
 
     def new_connection() -> _Connection:
@@ -495,9 +550,16 @@ async def start_milter_server(
 
     loop = asyncio.get_running_loop()
     server: asyncio.Server
-    if address.kind == "unix":
+    unix_path = address.path
+    if sock is not None:
+        unix_path = None
+        if address.kind == "unix":
+            server = await loop.create_unix_server(new_connection, sock=sock)
+        else:
+            server = await loop.create_server(new_connection, sock=sock)
+    elif address.kind == "unix":
         assert address.path is not None
-        _remove_stale_socket(address.path)
+        remove_stale_socket(address.path)
         server = await loop.create_unix_server(new_connection, path=address.path, backlog=backlog)
         os.chmod(address.path, unix_mode)
     else:
@@ -511,7 +573,7 @@ async def start_milter_server(
             reuse_address=True,
             backlog=backlog,
         )
-    wrapped = MilterServer(server, address.path, shutdown_grace)
+    wrapped = MilterServer(server, unix_path, shutdown_grace, max_connections)
     server_ref.append(wrapped)
     for sock in server.sockets:
         log.info("milter listening on %s", sock.getsockname())

@@ -8,17 +8,22 @@ rejected DATA, ...), or silently when a final reply was given earlier (then
 the next MAIL simply starts a new message).  All three reset the per-message
 state here; connection data (CONNECT, HELO, connect/helo macros) survives.
 
-Negotiation asks for as little traffic as possible: no body, DATA or unknown
-commands, and no replies expected for CONNECT, HELO, MAIL and each header
-(SMFIP_NR_*), because drossel decides only at RCPT and end of headers.
-BODYEOB is always sent by the MTA and is where headers can be added.
+Negotiation asks for as little traffic as possible, because every packet costs
+the MTA and us a system call and every reply a round trip: no CONNECT, body,
+DATA or unknown commands, no RCPT either when the policy does not refuse
+recipients, and no replies expected for HELO, MAIL and each header
+(SMFIP_NR_*): drossel decides only at RCPT and end of headers.  At end of
+headers a final accept/reject ends the conversation for this message (Postfix
+skips the end-of-message step); only when headers must be changed (ours added,
+forged copies deleted, which is possible only at end of message) does it
+answer "continue" and send the changes at end of message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Coroutine, Generator, Iterable, Mapping
 from types import CoroutineType
 from typing import Any, Final, cast
 
@@ -29,15 +34,14 @@ from drossel.milter.commands import (
     REJECT,
     SMFIC_MAIL,
     SMFIF_ADDHDRS,
+    SMFIF_CHGHDRS,
     SMFIF_SETSYMLIST,
-    SMFIM_CONNECT,
     SMFIM_ENVFROM,
-    SMFIM_ENVRCPT,
-    SMFIM_EOH,
     SMFIM_EOM,
-    SMFIM_HELO,
     SMFIP_NOBODY,
+    SMFIP_NOCONNECT,
     SMFIP_NODATA,
+    SMFIP_NORCPT,
     SMFIP_NOUNKNOWN,
     SMFIP_NR_BODY,
     SMFIP_NR_CONN,
@@ -55,6 +59,7 @@ from drossel.milter.commands import (
     Command,
     Connect,
     Data,
+    DeleteHeader,
     EndOfBody,
     EndOfHeaders,
     Header,
@@ -68,8 +73,10 @@ from drossel.milter.commands import (
     Rcpt,
     ReplyCode,
     Unknown,
+    check_header_name,
     parse_command,
 )
+from drossel.milter.evidence import CLIENT_MACROS, TLS_MACROS
 from drossel.milter.framing import Packet, ProtocolError
 from drossel.milter.policy import (
     CONTINUE_VERDICT,
@@ -87,7 +94,8 @@ MIN_MTA_VERSION: Final = 2
 
 WANTED_ACTIONS: Final = SMFIF_ADDHDRS | SMFIF_SETSYMLIST
 WANTED_STEPS: Final = (
-    SMFIP_NOBODY
+    SMFIP_NOCONNECT
+    | SMFIP_NOBODY
     | SMFIP_NODATA
     | SMFIP_NOUNKNOWN
     | SMFIP_NR_CONN
@@ -100,17 +108,24 @@ WANTED_STEPS: Final = (
 )
 
 #: Macros requested per stage.  Postfix replaces *all* its stage lists once a
-#: filter sends any, so every stage we care about is listed.  ``i`` (queue id)
-#: is asked for repeatedly because Postfix may assign it only after the first
-#: accepted RCPT (smtpd_delay_open_until_valid_rcpt).
+#: filter sends any, and sends a stage's macros in a packet of their own before
+#: that stage's command, the end-of-headers ones before *every* header.  So the
+#: lists are as short as possible: the client evidence (:mod:`.evidence`) only at
+#: MAIL, the stage every message passes (Postfix has all those macros there, the
+#: TLS ones after STARTTLS too; CONNECT is negotiated away), and the queue id
+#: only at end of message, the one stage where Postfix always knows it (it is
+#: only used in log lines).  Stages not listed get no macro packet.
 DEFAULT_MACRO_REQUESTS: Final[Mapping[int, str]] = {
-    SMFIM_CONNECT: "j {daemon_name} {client_addr} {client_name}",
-    SMFIM_HELO: "{tls_version} {cert_subject}",
-    SMFIM_ENVFROM: "i {tls_version} {cert_subject}",
-    SMFIM_ENVRCPT: "i",
-    SMFIM_EOH: "i",
+    SMFIM_ENVFROM: f"{CLIENT_MACROS} {TLS_MACROS}",
     SMFIM_EOM: "i",
 }
+
+#: Headers kept for the policy: detection reads only ``Received:`` lines.
+DEFAULT_KEEP_HEADERS: Final = ("Received",)
+#: At most this many kept headers per message (detection stops at 200 hops anyway) ...
+DEFAULT_MAX_KEPT_HEADERS: Final = 200
+#: ... and at most this many characters of kept header names and values in total.
+DEFAULT_MAX_KEPT_BYTES: Final = 64 * 1024
 
 _CONNECTION_STAGES: Final = frozenset({b"C", b"H"})
 _ACTIONS: Final = frozenset({"continue", "accept", "tempfail", "reject"})
@@ -163,7 +178,26 @@ class MilterSession:
         policy_timeout: float | None = 20.0,
         macro_requests: Mapping[int, str] = DEFAULT_MACRO_REQUESTS,
         peer: str = "-",
+        strip_headers: Iterable[str] = (),
+        keep_headers: Iterable[str] = DEFAULT_KEEP_HEADERS,
+        max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
+        max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
+        recipient_step: bool = True,
     ) -> None:
+        """``strip_headers``: header names (any case) whose copies in incoming mail are
+        deleted at end of message, e.g. drossel's own verdict header, which only drossel
+        may write (SPEC §3); needs the MTA to allow SMFIF_CHGHDRS.
+
+        Memory per message is bounded whatever the sender writes: of all headers only the
+        ``keep_headers`` names are kept for the policy, the first ``max_kept_headers`` of
+        them and no more than ``max_kept_bytes`` characters in total (a longer value is cut,
+        later ones are dropped).  Of the ``strip_headers`` only a count is kept.
+
+        ``recipient_step=False`` negotiates RCPT away (SMFIP_NORCPT): one round trip less
+        per message for a policy whose ``on_recipient`` never refuses; it is then not called.
+        """
+        if max_kept_headers < 0 or max_kept_bytes < 0:
+            raise ValueError("header limits must not be negative")
         if on_policy_error not in ("continue", "tempfail"):
             raise ValueError(f"on_policy_error must be continue or tempfail: {on_policy_error!r}")
         self.policy = policy
@@ -171,8 +205,16 @@ class MilterSession:
         self.policy_timeout = policy_timeout
         self.macro_requests = dict(macro_requests)
         self.peer = peer
+        #: lower-case name -> the name as configured (used in the delete request)
+        self.strip_headers = {check_header_name(n).lower(): n for n in strip_headers}
+        self.keep_headers = frozenset(check_header_name(n).lower() for n in keep_headers)
+        self.max_kept_headers = max_kept_headers
+        self.max_kept_bytes = max_kept_bytes
+        self.wanted_steps = WANTED_STEPS | (0 if recipient_step else SMFIP_NORCPT)
         self.closed = False
         self.negotiated = False
+        #: a policy call that suspended: (command, hook name, awaitable rest of the call)
+        self._suspended: tuple[Rcpt | EndOfHeaders, str, Awaitable[Any]] | None = None
         self.version = 0
         self.actions = 0
         self.steps = 0
@@ -193,8 +235,12 @@ class MilterSession:
         self._mail_from: str | None = None
         self._recipients: list[str] = []
         self._headers: list[tuple[str, str]] = []
+        self._kept_bytes = 0
+        self._dropped_headers = 0
         self._pending_headers: list[bytes] = []
         self._eob_reply = CONTINUE
+        #: incoming copies of each ``strip_headers`` name (lower case) in this message
+        self._strip_counts: dict[str, int] = {}
 
     def macros(self) -> dict[str, str]:
         """All macros of the connection and current message, latest wins."""
@@ -229,8 +275,8 @@ class MilterSession:
         """Process one packet without the policy.
 
         Returns the reply bytes, or the parsed RCPT / end-of-headers command, which needs the
-        policy: pass it on to :meth:`handle_command`.  Lets the server answer most packets
-        straight from its read callback without a task switch.
+        policy: pass it on to :meth:`decide_now`.  Lets the server answer packets straight
+        from its read callback without a task switch.
         """
         return self._dispatch(parse_command(packet))
 
@@ -238,9 +284,8 @@ class MilterSession:
         result = self._dispatch(cmd)
         if isinstance(result, bytes):
             return result
-        if isinstance(result, Rcpt):
-            return await self._on_rcpt(result)
-        return await self._on_eoh()
+        reply = self.decide_now(result)
+        return await self.resume() if reply is None else reply
 
     def _dispatch(self, cmd: Command) -> bytes | Rcpt | EndOfHeaders:
         """Everything except the policy calls, which are left to :meth:`handle_command`."""
@@ -255,7 +300,11 @@ class MilterSession:
         if isinstance(cmd, Header):
             if not self.negotiated:
                 raise ProtocolError("Header received before OPTNEG")
-            self._headers.append((cmd.name, cmd.value))
+            lower = cmd.name.lower()
+            if lower in self.keep_headers:
+                self._keep(cmd)
+            elif lower in self.strip_headers:
+                self._strip_counts[lower] = self._strip_counts.get(lower, 0) + 1
             return self._unless(SMFIP_NR_HDR, CONTINUE)
         if isinstance(cmd, OptNeg):
             return self._negotiate(cmd)
@@ -299,14 +348,33 @@ class MilterSession:
                 return self._unless(SMFIP_NR_UNKN, CONTINUE)
         raise ProtocolError(f"unhandled command {cmd!r}")  # pragma: no cover
 
+    def _keep(self, header: Header) -> None:
+        room = self.max_kept_bytes - self._kept_bytes - len(header.name)
+        if len(self._headers) >= self.max_kept_headers or room <= 0:
+            if not self._dropped_headers:
+                log.info(
+                    "milter %s: header limit reached (%d headers, %d characters); "
+                    "ignoring further %s headers of this message",
+                    self.peer,
+                    len(self._headers),
+                    self._kept_bytes,
+                    header.name,
+                )
+            self._dropped_headers += 1
+            return
+        value = header.value if len(header.value) <= room else header.value[:room]
+        self._kept_bytes += len(header.name) + len(value)
+        self._headers.append((header.name, value))
+
     # -- negotiation -------------------------------------------------------------
 
     def _negotiate(self, cmd: OptNeg) -> bytes:
         if cmd.version < MIN_MTA_VERSION:
             raise ProtocolError(f"OPTNEG: unsupported MTA protocol version {cmd.version}")
         self.version = min(cmd.version, MILTER_VERSION)
-        self.actions = WANTED_ACTIONS & cmd.actions
-        self.steps = WANTED_STEPS & cmd.protocol
+        wanted = WANTED_ACTIONS | (SMFIF_CHGHDRS if self.strip_headers else 0)
+        self.actions = wanted & cmd.actions
+        self.steps = self.wanted_steps & cmd.protocol
         self.negotiated = True
         self._reset_connection()
         macros = self.macro_requests if self.actions & SMFIF_SETSYMLIST else {}
@@ -315,50 +383,91 @@ class MilterSession:
         return OptNegReply(self.version, self.actions, self.steps, macros).encode()
 
     def _store_macros(self, cmd: Macro) -> None:
-        if cmd.stage == SMFIC_MAIL and self._mail_from is not None:
+        stage = cmd.stage
+        if stage == SMFIC_MAIL and self._mail_from is not None:
             self._reset_message()  # MAIL macros of a new message
+        target = self._conn_macros if stage in _CONNECTION_STAGES else self._msg_macros
+        if not cmd.macros:
+            # Most macro packets are empty (Postfix sends one per stage and header even for
+            # stages we asked nothing for): they only clear the stage.
+            if stage in target:
+                del target[stage]
+            return
         macros = {
             k[1:-1] if k[:1] == "{" and k[-1:] == "}" and len(k) >= 2 else k: v
             for k, v in cmd.macros.items()
         }  # normalise_macro_name, inlined
-        target = self._conn_macros if cmd.stage in _CONNECTION_STAGES else self._msg_macros
-        target.pop(cmd.stage, None)
-        target[cmd.stage] = macros
+        target.pop(stage, None)
+        target[stage] = macros
 
     # -- policy ------------------------------------------------------------------
 
-    async def _ask(
-        self, what: str, hook: Callable[[MessageContext], Awaitable[MilterVerdict]]
-    ) -> MilterVerdict:
+    def decide_now(self, cmd: Rcpt | EndOfHeaders) -> bytes | None:
+        """Ask the policy about ``cmd`` (as returned by :meth:`handle_nowait`) synchronously.
+
+        A policy that answers from memory never suspends: its coroutine is run to the end
+        here and the reply bytes are returned, so the server can answer straight from its
+        read callback (no task switch, no timeout machinery: a timeout cannot fire without an
+        await).  If the policy does suspend, None is returned and the suspended call is kept:
+        finish it with :meth:`resume` inside a task.
+        """
+        if self._suspended is not None:
+            raise ProtocolError("a policy call is still pending")
+        if isinstance(cmd, Rcpt):
+            self._recipients.append(cmd.recipient)
+            what, hook = "on_recipient", self.policy.on_recipient
+        else:
+            what, hook = "on_end_of_headers", self.policy.on_end_of_headers
         try:
             awaitable = hook(self.context())
             if isinstance(awaitable, CoroutineType):
                 try:
-                    # A policy that answers from memory never suspends: run its first step
-                    # here and skip the timeout machinery (it cannot fire without an await).
                     first = awaitable.send(None)
                 except StopIteration as done:
-                    verdict = done.value
-                else:
-                    async with asyncio.timeout(self.policy_timeout):
-                        verdict = await _Resumed(awaitable, first)
+                    return self._reply(cmd, self._checked(done.value))
+                self._suspended = (cmd, what, _Resumed(awaitable, first))
             else:
-                async with asyncio.timeout(self.policy_timeout):
-                    verdict = await awaitable
-            if not isinstance(verdict, MilterVerdict) or verdict.action not in _ACTIONS:
-                raise TypeError(f"policy returned {verdict!r}, not a MilterVerdict")
+                self._suspended = (cmd, what, awaitable)
         except Exception:
-            log.exception(
-                "milter %s queue_id=%s: policy %s failed; answering %s",
-                self.peer,
-                self.macros().get("i", "-"),
-                what,
-                self.on_policy_error,
-            )
-            if self.on_policy_error == "tempfail":
-                return MilterVerdict("tempfail")
-            return CONTINUE_VERDICT
+            return self._reply(cmd, self._failed(what))
+        return None
+
+    async def resume(self) -> bytes:
+        """Finish the policy call :meth:`decide_now` left suspended, under ``policy_timeout``."""
+        if self._suspended is None:
+            raise ProtocolError("no policy call is pending")
+        cmd, what, awaitable = self._suspended
+        self._suspended = None
+        try:
+            async with asyncio.timeout(self.policy_timeout):
+                verdict = self._checked(await awaitable)
+        except Exception:
+            verdict = self._failed(what)
+        return self._reply(cmd, verdict)
+
+    @staticmethod
+    def _checked(verdict: object) -> MilterVerdict:
+        if not isinstance(verdict, MilterVerdict) or verdict.action not in _ACTIONS:
+            raise TypeError(f"policy returned {verdict!r}, not a MilterVerdict")
         return verdict
+
+    def _failed(self, what: str) -> MilterVerdict:
+        """Log the current exception; the verdict ``on_policy_error`` asks for."""
+        log.exception(
+            "milter %s queue_id=%s: policy %s failed; answering %s",
+            self.peer,
+            self.macros().get("i", "-"),
+            what,
+            self.on_policy_error,
+        )
+        if self.on_policy_error == "tempfail":
+            return MilterVerdict("tempfail")
+        return CONTINUE_VERDICT
+
+    def _reply(self, cmd: Rcpt | EndOfHeaders, verdict: MilterVerdict) -> bytes:
+        if isinstance(cmd, Rcpt):
+            return self._on_rcpt(verdict)
+        return self._on_eoh(verdict)
 
     def _final_reply(self, verdict: MilterVerdict) -> bytes:
         """Reply for a verdict, ignoring add_headers."""
@@ -383,26 +492,42 @@ class MilterSession:
             )
             return bare
 
-    async def _on_rcpt(self, cmd: Rcpt) -> bytes:
-        self._recipients.append(cmd.recipient)
-        verdict = await self._ask("on_recipient", self.policy.on_recipient)
+    def _on_rcpt(self, verdict: MilterVerdict) -> bytes:
         if verdict.action in ("tempfail", "reject"):
             self._recipients.pop()  # the MTA refuses this recipient only
         return self._unless(SMFIP_NR_RCPT, self._final_reply(verdict))
 
-    async def _on_eoh(self) -> bytes:
-        verdict = await self._ask("on_end_of_headers", self.policy.on_end_of_headers)
+    def _on_eoh(self, verdict: MilterVerdict) -> bytes:
         reply = self._final_reply(verdict)
-        if verdict.action in ("continue", "accept") and verdict.add_headers:
-            pending = self._encode_headers(verdict.add_headers)
+        if verdict.action in ("continue", "accept"):
+            # Deletions first: our own header must never be taken for a forged one.
+            pending = self._encode_deletions() + self._encode_headers(verdict.add_headers)
             if pending:
-                # Headers can only be added at end of body: continue now.
+                # Headers can only be changed at end of body: continue now.
                 self._pending_headers = pending
                 self._eob_reply = reply
                 reply = CONTINUE
         return self._unless(SMFIP_NR_EOH, reply)
 
+    def _encode_deletions(self) -> list[bytes]:
+        if not self._strip_counts:
+            return []
+        if not self.actions & SMFIF_CHGHDRS:
+            log.warning(
+                "milter %s: MTA did not allow changing headers; cannot remove forged %s",
+                self.peer,
+                ", ".join(self.strip_headers[n] for n in self._strip_counts),
+            )
+            return []
+        return [
+            DeleteHeader(index, self.strip_headers[lower]).encode()
+            for lower, count in self._strip_counts.items()
+            for index in range(count, 0, -1)
+        ]
+
     def _encode_headers(self, headers: tuple[tuple[str, str], ...]) -> list[bytes]:
+        if not headers:
+            return []
         if not self.actions & SMFIF_ADDHDRS:
             log.warning(
                 "milter %s: MTA did not allow adding headers; dropping %d", self.peer, len(headers)

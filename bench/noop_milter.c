@@ -1,0 +1,55 @@
+/*
+ * The cheapest possible milter, as a reference for bench/milter.py: built with gcc against
+ * sendmail's libmilter (Debian: libmilter-dev).  It negotiates away every protocol step it can
+ * (connect, HELO, MAIL, RCPT, DATA, headers, body, unknown commands) and asks for no actions,
+ * so Postfix only opens the connection, negotiates, and sends end-of-headers, which it accepts
+ * (Postfix then skips the rest of the message for this milter).  Whatever drossel costs above
+ * this is drossel's own cost.
+ *
+ * usage: noop_milter unix:/path | inet:PORT@127.0.0.1
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <libmilter/mfapi.h>
+
+static sfsistat noop_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long steps,
+                               unsigned long f2, unsigned long f3, unsigned long *want_actions,
+                               unsigned long *want_steps, unsigned long *want_f2,
+                               unsigned long *want_f3)
+{
+    (void) ctx; (void) actions; (void) f2; (void) f3;
+    *want_actions = 0;
+    *want_steps = steps & (SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NORCPT
+                           | SMFIP_NODATA | SMFIP_NOHDRS | SMFIP_NOBODY | SMFIP_NOUNKNOWN);
+    *want_f2 = 0;
+    *want_f3 = 0;
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat noop_eoh(SMFICTX *ctx)
+{
+    (void) ctx;
+    return SMFIS_ACCEPT;
+}
+
+static struct smfiDesc noop = {
+    .xxfi_name = "noop",
+    .xxfi_version = SMFI_VERSION,
+    .xxfi_flags = 0,
+    .xxfi_eoh = noop_eoh,
+    .xxfi_negotiate = noop_negotiate,
+};
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s unix:/path | inet:PORT@HOST\n", argv[0]);
+        return 2;
+    }
+    if (smfi_setconn(argv[1]) == MI_FAILURE || smfi_setbacklog(1024) == MI_FAILURE
+        || smfi_register(noop) == MI_FAILURE) {
+        fprintf(stderr, "noop_milter: cannot set up %s\n", argv[1]);
+        return 1;
+    }
+    return smfi_main() == MI_SUCCESS ? 0 : 1;
+}

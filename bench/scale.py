@@ -2,7 +2,7 @@
 servers, on SQLite and PostgreSQL.
 
 For each backend and size a fresh database is filled with server rows by bulk SQL (COPY on
-PostgreSQL), then a *separate node process* starts an :class:`~drossel.engine.Enforcer` on it
+PostgreSQL), then a *separate node process* starts an :class:`~drossel.app.enforcer.Enforcer` on it
 (records load lazily per server, so start-up does not read the table), warms its cache with a
 working set of known servers (one database read each), and times ``Enforcer.process`` on a
 random mix of them.  Reported per run: start-up time, cold first-message latency (one indexed
@@ -124,9 +124,9 @@ def fill(url: str, n: int) -> float:
 
 def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, float]:
     """Runs in its own process: start an engine, warm it, time the per-message path."""
+    from drossel.app.enforcer import ClientInfo, Enforcer
     from drossel.config import Config
     from drossel.core.detection import parse_headers
-    from drossel.engine import ClientInfo, Enforcer
     from drossel.runtime import open_store
 
     rss_start = rss_mib()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from drossel.app.enforcer import ClientInfo, Enforcer
 from drossel.app.services import Services
 from drossel.config import Config
 from drossel.core.detection import parse_headers
 from drossel.core.policy import Policy
-from drossel.engine import ClientInfo, Enforcer
 from drossel.runtime import open_store
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)

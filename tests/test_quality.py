@@ -116,7 +116,7 @@ def test_core_does_no_io() -> None:
         "time.time",
         "import asyncio",
         "from drossel.storage",
-        "from drossel.engine",
+        "from drossel.app",
         "Path(",
     )
     for path in (ROOT / "src" / "drossel" / "core").glob("*.py"):

@@ -25,11 +25,11 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from drossel.app.enforcer import Enforcer
 from drossel.app.report import tenant_report
 from drossel.config import Config, GatewayConfig
 from drossel.core.build import Build
 from drossel.core.schedule import midnight
-from drossel.engine import Enforcer
 from drossel.gateway.server import start_gateway
 from drossel.runtime import build_enforcer
 

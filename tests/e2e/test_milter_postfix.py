@@ -45,7 +45,11 @@ def milter(tmp_path: Path) -> Iterator[DrosselMilter]:
 
 def drossel_cli(db: Path, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "drossel.cli.main", *args, "--db", f"sqlite:///{db}"],
+        # with the milter's own configuration (it enforces unverified evidence)
+        [
+            *(sys.executable, "-m", "drossel.cli.main", *args, "--db", f"sqlite:///{db}"),
+            *("--config", str(db.parent / "drossel.toml")),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

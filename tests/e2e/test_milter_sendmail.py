@@ -88,6 +88,8 @@ def report(db: Path, at: str) -> dict[str, dict[str, object]]:
             f"sqlite:///{db}",
             "--at",
             at,
+            "--config",  # the milter's own configuration (it enforces unverified evidence)
+            str(db.parent / "drossel.toml"),
         ],
         capture_output=True,
         text=True,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from drossel.app.enforcer import Enforcer
 from drossel.config import Config, GatewayConfig
 from drossel.core.policy import Policy
-from drossel.engine import Enforcer
 from drossel.gateway.server import GatewayHandle, start_gateway
 from drossel.runtime import build_enforcer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from drossel.engine import Enforcer
+from drossel.app.enforcer import Enforcer
 from drossel.gateway.server import GatewayHandle, start_gateway
 
 from .conftest import (

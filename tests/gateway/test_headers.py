@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiosmtplib
 
-from drossel.engine import Enforcer
+from drossel.app.enforcer import Enforcer
 from drossel.gateway.headers import strip_header
 from drossel.gateway.server import GatewayHandle, start_gateway
 

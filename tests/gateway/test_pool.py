@@ -6,7 +6,7 @@ import asyncio
 
 import aiosmtplib
 
-from drossel.engine import Enforcer
+from drossel.app.enforcer import Enforcer
 from drossel.gateway.server import GatewayHandle, start_gateway
 
 from .conftest import NextHopSink, exchange_message, gateway_config

@@ -12,7 +12,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from drossel.engine import Enforcer
+from drossel.app.enforcer import Enforcer
 from drossel.gateway.server import start_gateway
 
 from .conftest import OLD_2013, MutableClock, exchange_message, gateway_config

@@ -17,7 +17,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from drossel.engine import ClientInfo, Enforcer
+from drossel.app.enforcer import ClientInfo, Enforcer
 from drossel.gateway.reverse_dns import ReverseLookup, ReverseName
 from drossel.gateway.server import GatewayHandle, start_gateway
 

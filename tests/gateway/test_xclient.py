@@ -14,8 +14,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from drossel.app.enforcer import ClientInfo, Enforcer
 from drossel.config import ConfigError
-from drossel.engine import ClientInfo, Enforcer
 from drossel.gateway.relay import NextHop
 from drossel.gateway.server import is_loopback, start_gateway
 from drossel.gateway.xclient import xclient_commands, xtext

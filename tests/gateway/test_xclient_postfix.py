@@ -18,7 +18,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from drossel.engine import Enforcer
+from drossel.app.enforcer import Enforcer
 from drossel.gateway.server import start_gateway
 
 from .conftest import exchange_message, gateway_config

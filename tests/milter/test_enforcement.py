@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from drossel.app.enforcer import Enforcer
 from drossel.config import Config, MilterConfig
-from drossel.engine import Enforcer
 from drossel.milter import MessageContext
 from drossel.milter.enforcement import EnforcementPolicy
 from drossel.runtime import open_store

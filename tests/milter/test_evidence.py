@@ -6,7 +6,7 @@ import milter_bytes as mb
 import pytest
 from milter_helpers import RecordingPolicy, replay
 
-from drossel.engine import ClientInfo
+from drossel.app.enforcer import ClientInfo
 from drossel.milter.enforcement import client_info
 from drossel.milter.evidence import certificate_name, client_address, host_name
 from drossel.milter.session import MilterSession

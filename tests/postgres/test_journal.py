@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from drossel.app.enforcer import ClientInfo, Enforcer
 from drossel.app.journal import Journal
 from drossel.config import config_from_dict
 from drossel.core.detection import parse_headers
-from drossel.engine import ClientInfo, Enforcer
 from drossel.runtime import open_store
 from drossel.storage.store import Store
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from drossel.app.enforcer import ClientInfo, Enforcer
 from drossel.config import GatewayConfig
 from drossel.core.decision import Verdict
 from drossel.core.detection import header_block, parse_headers
-from drossel.engine import ClientInfo, Enforcer
 from drossel.gateway.headers import strip_header, verdict_header
 from drossel.gateway.pool import NextHopPool
 from drossel.gateway.relay import NextHop, NextHopUnavailable, RelayTls, clean, identity_key

@@ -15,7 +15,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from drossel.engine import ClientInfo
+from drossel.app.enforcer import ClientInfo
 from drossel.gateway.xclient import helo_for_next_hop, xclient_commands
 
 log = logging.getLogger("drossel.gateway")

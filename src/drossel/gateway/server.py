@@ -19,8 +19,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from drossel.app.enforcer import Enforcer
 from drossel.config import ConfigError, GatewayConfig
-from drossel.engine import Enforcer
 from drossel.gateway.handler import GatewayHandler, split_hostport
 from drossel.gateway.relay import NextHop, NextHopUnavailable, clean
 from drossel.runtime import run_flusher

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from drossel.engine import ClientInfo
+from drossel.app.enforcer import ClientInfo
 
 UNAVAILABLE = "[UNAVAILABLE]"
 MAX_COMMAND = 510  # 512 including CRLF

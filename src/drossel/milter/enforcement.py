@@ -1,9 +1,10 @@
 """drossel's milter policy: the glue between the milter protocol and the enforcement engine.
 
 The protocol layer hands over connection facts, macros and headers; this module turns them into
-an :class:`~drossel.engine.Enforcer` call and the verdict into milter replies (SPEC §4).  The
-engine answers from memory for known servers, so the call runs on the event loop; only a new
-server's first detection writes to the database.
+an :class:`~drossel.app.enforcer.Enforcer` call and the verdict into milter replies (SPEC §4).
+The enforcer answers from memory for known servers without suspending; it never writes to the
+database on the message path, and reads a server it has not in memory in a worker thread with
+a timeout (``[storage] read_timeout``), so a slow database never stalls the milter.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import asyncio
 import logging
 import socket
 
+from drossel.app.enforcer import ClientInfo, Enforcer
 from drossel.config import MilterConfig
 from drossel.core.decision import Verdict
-from drossel.engine import ClientInfo, Enforcer
 from drossel.milter import evidence
 from drossel.milter.policy import CONTINUE_VERDICT, Action, MessageContext, MilterVerdict
 from drossel.milter.server import start_milter_server
@@ -72,7 +73,7 @@ class EnforcementPolicy:
         return CONTINUE_VERDICT
 
     async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
-        outcome = self.enforcer.process(ctx.headers, self.client(ctx))
+        outcome = await self.enforcer.process_async(ctx.headers, self.client(ctx))
         verdict = outcome.verdict
         reply = to_milter(verdict)
         if reply.action == "accept" and self.config.add_header and verdict.server is not None:

@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from drossel.engine import ClientInfo
+from drossel.app.enforcer import ClientInfo
 
 #: Macros the evidence needs, by the names Postfix and Sendmail use on the wire.
 CLIENT_MACROS: Final = "{client_addr} {client_name} {client_ptr}"

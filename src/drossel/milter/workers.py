@@ -7,7 +7,8 @@ How: the parent binds before it forks, so a wrong address fails at once and in o
 For ``inet:``/``inet6:`` it binds one socket per worker with ``SO_REUSEPORT`` on the same
 address, and the kernel spreads new connections evenly over them (a shared socket would let
 whichever worker wakes first take a whole burst).  A ``unix:`` socket cannot be split that
-way, so the workers share it.  Each worker then builds its own :class:`~drossel.engine.Enforcer`
+way, so the workers share it.  Each worker then builds its own
+:class:`~drossel.app.enforcer.Enforcer`
 exactly as a single ``drossel milter`` does (own database connection, own flusher, own
 outage journal ``<journal>.<n>``) and serves its socket until SIGTERM/SIGINT.
 

@@ -92,3 +92,21 @@ def test_outage_queue_journal_restart_and_recovery(tmp_path: Path, fail_mode: st
     new = store.get_server("default", "new.example")
     assert new is not None and new.record.first_detected == T0 + timedelta(minutes=1)
     store.dispose()
+
+
+def test_journal_files_are_private(tmp_path: Path) -> None:
+    """Server names and client addresses stay private like the state database (0600)."""
+    import os
+    import stat
+
+    from drossel.app.journal import Journal
+
+    old = os.umask(0o022)
+    try:
+        journal = Journal(tmp_path / "journal.jsonl")
+        journal.append([{"t": "seen", "tenant": "t", "server": "s", "at": "2026-01-01T00:00:00"}])
+        journal.save_state([], [], [])
+    finally:
+        os.umask(old)
+    for path in (journal.path, journal.state_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -264,3 +264,23 @@ def stage_rates(throttle: int | None, block: int | None) -> str:
     if throttle:
         parts.append(f"{throttle} min/h delayed (450)")
     return ", ".join(parts) or "report only"
+
+
+def releases_json(
+    catalog: Catalog, search: str | None = None, product: str | None = None
+) -> list[dict[str, Any]]:
+    """Catalog releases as ``drossel catalog --json`` and ``/api/v1/catalog`` show them."""
+    releases = catalog.search(search) if search else list(catalog.releases)
+    if product:
+        releases = [r for r in releases if r.product.lower() == product.lower()]
+    return [
+        {
+            "product": r.product,
+            "update_name": r.update_name,
+            "build": r.build.short,
+            "build_long": r.build.long,
+            "release_date": r.release_date.isoformat(),
+            "kind": r.kind,
+        }
+        for r in releases
+    ]

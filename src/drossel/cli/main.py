@@ -20,7 +20,7 @@ from typing import Any
 from drossel import __version__
 from drossel.app.catalog_source import install_catalog, load_catalog, packaged_catalog
 from drossel.app.errors import AppError
-from drossel.app.report import pause_json
+from drossel.app.report import pause_json, releases_json
 from drossel.app.services import Services
 from drossel.cli.output import add_format_flags, closed_pipe, output, print_table
 from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
@@ -228,20 +228,7 @@ def cmd_check(ctx: Context) -> int:
 
 def cmd_catalog(ctx: Context) -> int:
     catalog = _catalog(ctx)
-    releases = catalog.search(ctx.args.search) if ctx.args.search else list(catalog.releases)
-    if ctx.args.product:
-        releases = [r for r in releases if r.product.lower() == ctx.args.product.lower()]
-    rows = [
-        {
-            "product": r.product,
-            "update_name": r.update_name,
-            "build": r.build.short,
-            "build_long": r.build.long,
-            "release_date": r.release_date.isoformat(),
-            "kind": r.kind,
-        }
-        for r in releases
-    ]
+    rows = releases_json(catalog, ctx.args.search, ctx.args.product)
     if ctx.args.json:
         emit({"version": catalog.version, "releases": rows})
     else:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from drossel.app.errors import AppError, http_status
-from drossel.app.report import pause_json
+from drossel.app.report import pause_json, releases_json
 from drossel.app.tokens import TokenService
 from drossel.core.catalog import Catalog
 from drossel.storage.tokens import TokenTable
@@ -379,23 +379,10 @@ def list_audit(
 
 
 def catalog_json(catalog: Catalog, search: str | None, product: str | None) -> dict[str, Any]:
-    releases = catalog.search(search) if search else list(catalog.releases)
-    if product:
-        releases = [r for r in releases if r.product.lower() == product.lower()]
     return {
         "version": catalog.version,
         "release_count": len(catalog.releases),
-        "releases": [
-            {
-                "product": r.product,
-                "update_name": r.update_name,
-                "build": r.build.short,
-                "build_long": r.build.long,
-                "release_date": r.release_date.isoformat(),
-                "kind": r.kind,
-            }
-            for r in releases
-        ],
+        "releases": releases_json(catalog, search, product),
     }
 
 

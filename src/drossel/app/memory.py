@@ -13,7 +13,14 @@ from dataclasses import replace
 from datetime import date, datetime
 
 from drossel.app.errors import Conflict, Invalid, NotFound
-from drossel.app.records import CONNECTOR_TYPES, AuditEntry, Connector, StoredServer, Tenant
+from drossel.app.records import (
+    CONNECTOR_TYPES,
+    AuditEntry,
+    Connector,
+    StoredServer,
+    Tenant,
+    merge_sightings,
+)
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
 
@@ -126,21 +133,7 @@ class MemoryStore:
             key = (record.tenant, record.server)
             existing = self._servers.get(key)
             if existing is not None:
-                old = existing.record
-                clock_start = record.clock_start
-                if (
-                    old.clock_start is not None
-                    and clock_start is not None
-                    and old.clock_start == old.first_detected
-                    and clock_start == record.first_detected
-                ):
-                    clock_start = min(old.clock_start, clock_start)
-                record = replace(
-                    record,
-                    first_detected=min(old.first_detected, record.first_detected),
-                    last_seen=max(old.last_seen, record.last_seen),
-                    clock_start=clock_start,
-                )
+                record = merge_sightings(existing.record, record)
                 server_id = existing.id
             else:
                 server_id = next(self._ids)

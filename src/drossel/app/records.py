@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from drossel.core.decision import ServerRecord
@@ -99,3 +99,25 @@ class TokenRow:
             "last_used": self.last_used_at.isoformat() if self.last_used_at else None,
             "revoked": self.revoked_at.isoformat() if self.revoked_at else None,
         }
+
+
+def merge_sightings(stored: ServerRecord, new: ServerRecord) -> ServerRecord:
+    """``new`` as it is to be stored over ``stored`` (written meanwhile by another node): the
+    first detection is the earliest of both, last seen the latest; when both clocks started at
+    their own first sighting (two nodes' first sightings raced), the clock starts at the
+    earliest one (SPEC §9).  Any other clock change (remediation, a new clock after a
+    regression) is ``new``'s, as given."""
+    clock_start = new.clock_start
+    if (
+        stored.clock_start is not None
+        and clock_start is not None
+        and stored.clock_start == stored.first_detected
+        and clock_start == new.first_detected
+    ):
+        clock_start = min(stored.clock_start, clock_start)
+    return replace(
+        new,
+        first_detected=min(stored.first_detected, new.first_detected),
+        last_seen=max(stored.last_seen, new.last_seen),
+        clock_start=clock_start,
+    )

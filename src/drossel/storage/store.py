@@ -32,7 +32,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from drossel.app.errors import Conflict, Invalid, NotFound
-from drossel.app.records import CONNECTOR_TYPES, AuditEntry, Connector, StoredServer, Tenant
+from drossel.app.records import (
+    CONNECTOR_TYPES,
+    AuditEntry,
+    Connector,
+    StoredServer,
+    Tenant,
+    merge_sightings,
+)
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
 from drossel.storage import schema as t
@@ -370,9 +377,8 @@ class Store:
         return [self._server_from_row(r, r.tenant_name) for r in rows]
 
     def save_server(self, record: ServerRecord, evidence: str, now: datetime) -> StoredServer:
-        """Insert or update a server record as given (the rules are the caller's).  Only a
-        race of first detections on two nodes is merged here: the earliest ``first_detected``
-        and, for clocks that started at it, the earliest ``clock_start`` (the database wins)."""
+        """Insert or update a server record as given (the rules are the caller's), merged
+        with a stored one by :func:`~drossel.app.records.merge_sightings` (several nodes)."""
         values = {
             "product": record.product,
             "build": record.build,
@@ -411,24 +417,14 @@ class Store:
                     assert existing is not None
             if existing is not None:
                 server_id = int(existing.id)
-                first = min(_aware(existing.first_detected), record.first_detected)
-                clock_start = record.clock_start
-                # two nodes' first sightings raced: each clock started at its own first
-                # sighting, so the clock starts at the earliest one (SPEC §9).  Any other
-                # clock change (remediation, a new clock after regression) is written as is.
-                if (
-                    existing.clock_start is not None
-                    and clock_start is not None
-                    and existing.clock_start == existing.first_detected
-                    and clock_start == record.first_detected
-                ):
-                    clock_start = min(_aware(existing.clock_start), clock_start)
-                values["clock_start"] = to_db(clock_start)
-                values["last_seen"] = to_db(max(_aware(existing.last_seen), record.last_seen))
+                before = self._server_from_row(existing, record.tenant).record
+                merged = merge_sightings(before, record)
+                values["clock_start"] = to_db(merged.clock_start)
+                values["last_seen"] = to_db(merged.last_seen)
                 conn.execute(
                     update(t.servers)
                     .where(t.servers.c.id == server_id)
-                    .values(first_detected=to_db(first), **values)
+                    .values(first_detected=to_db(merged.first_detected), **values)
                 )
             self._touch_build(conn, server_id, record.build, record.last_seen)
             self.notify(conn, "server", record.tenant, record.server)

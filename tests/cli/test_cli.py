@@ -103,6 +103,14 @@ def test_check_gives_the_exact_spec_reply(tmp_path: Path) -> None:
     )
     fresh = ok_json("check", str(sample), "--at", "2026-11-23T10:00:00Z", cwd=tmp_path)
     assert fresh["verdict"]["action"] == "accept" and fresh["verdict"]["stage"] == 1
+    assert verdict["evidence"] == "connector"  # as if through an enforced OnPremises connector
+    at = ("--at", "2026-11-23T10:00:00Z", "--first-seen", "2026-08-01T00:00:00Z")
+    verified = ok_json("check", str(sample), *at, "--evidence", "verified", cwd=tmp_path)
+    assert (verified["verdict"]["action"], verified["verdict"]["evidence"]) == ("block", "verified")
+    forged = ok_json("check", str(sample), *at, "--evidence", "unverified", cwd=tmp_path)
+    v = forged["verdict"]
+    assert (v["action"], v["stage"], v["evidence"]) == ("accept", 0, "unverified")
+    assert v["applied_reason"].startswith("unverified") and v["scheduled_stage"] == 1
 
 
 def test_state_commands_and_errors(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import socket
 import sys
 from typing import Any
 
-from drossel.config import ConfigError
+from drossel.config import ConfigError, database_url
 from drossel.gateway.handler import split_hostport
 from drossel.gateway.server import check_next_hop, serve_gateway
-from drossel.runtime import build_enforcer, run_until_stopped
+from drossel.runtime import build_enforcer, open_store, run_until_stopped
 
 
 def cmd_gateway(ctx: Any) -> int:
@@ -61,6 +61,8 @@ def run_workers(ctx: Any, workers: int) -> int:
         raise ConfigError("[gateway] workers > 1 needs SO_REUSEPORT (Linux, BSD)")
     # one clear error before anything is forked (every worker checks again itself)
     asyncio.run(check_next_hop(gateway, gateway.hostname or socket.getfqdn()))
+    # create or migrate the embedded SQLite state once, before the workers race to do it
+    open_store(database_url(ctx.config, ctx.args.db), allow_offline=True).dispose()
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()

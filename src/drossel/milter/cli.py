@@ -8,10 +8,10 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from drossel.config import Clock, Config, ConfigError
+from drossel.config import Clock, Config, ConfigError, database_url
 from drossel.milter.enforcement import serve_milter
 from drossel.milter.workers import run_workers
-from drossel.runtime import build_enforcer, run_until_stopped
+from drossel.runtime import build_enforcer, open_store, run_until_stopped
 
 log = logging.getLogger("drossel.milter")
 
@@ -63,6 +63,8 @@ def cmd_milter(ctx: Any) -> int:
         own.storage.journal = f"{config.storage.journal_path()}.{index}"
         return serve(own, ctx.clock, ctx.args.db, sock)
 
+    # create or migrate the embedded SQLite state once, before the workers race to do it
+    open_store(database_url(config, ctx.args.db), allow_offline=True).dispose()
     return run_workers(config.milter.listen, workers, worker)
 
 

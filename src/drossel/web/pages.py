@@ -6,6 +6,7 @@ session.  Changes redirect back with a fixed message code (never echoing user te
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -17,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import ValidationError
 
-from drossel.app.errors import AppError, Invalid, http_status
+from drossel.app.errors import AppError, Invalid, NotFound, http_status
 from drossel.app.report import day_of, pause_json, stage_rates
 from drossel.config import ConfigError, parse_moment
 from drossel.storage.store import CONNECTOR_TYPES
@@ -477,6 +478,28 @@ def _tenants_page(
     )
 
 
+OperatorPage = Callable[..., Response]
+
+
+async def _operator_change(
+    request: Request,
+    page: OperatorPage,
+    done: tuple[str, str],
+    change: Callable[[WebContext, Principal, Any], None],
+    error_status: int = 400,
+) -> Response:
+    """The one shape of every operator form: check the operator and the CSRF token, make the
+    change through the services, then redirect with a notice or show the page with the
+    refusal (the message of the application layer's typed error)."""
+    ctx, who = _operator(request)
+    form = await form_of(request, who)
+    try:
+        change(ctx, who, form)
+    except AppError as exc:
+        return page(request, who, error_status, str(exc))
+    return redirect(*done)
+
+
 @router.get("/operator/tenants", response_class=HTMLResponse)
 def op_tenants(request: Request) -> Response:
     _, who = _operator(request)
@@ -485,32 +508,30 @@ def op_tenants(request: Request) -> Response:
 
 @router.post("/operator/tenants")
 async def op_tenant_add(request: Request) -> Response:
-    ctx, who = _operator(request)
-    form = await form_of(request, who)
-    try:
-        name = text_field(form, "name", 200)
-        display = text_field(form, "display_name", 200)
-        contacts = [
-            c.strip()
-            for c in text_field(form, "contacts", 2000).replace(";", ",").split(",")
-            if c.strip()
-        ]
-        ctx.services.add_tenant(name, contacts, who.actor, ctx.now(), display)
-    except AppError as exc:
-        return _tenants_page(request, who, 400, str(exc))
-    return redirect("/operator/tenants", "tenant_added")
+    def add(ctx: WebContext, who: Principal, form: Any) -> None:
+        contacts = text_field(form, "contacts", 2000).replace(";", ",").split(",")
+        ctx.services.add_tenant(
+            text_field(form, "name", 200),
+            [c.strip() for c in contacts if c.strip()],
+            who.actor,
+            ctx.now(),
+            text_field(form, "display_name", 200),
+        )
+
+    return await _operator_change(
+        request, _tenants_page, ("/operator/tenants", "tenant_added"), add
+    )
 
 
 @router.post("/operator/tenants/{tenant}/contacts")
 async def op_contact_add(request: Request, tenant: str) -> Response:
-    ctx, who = _operator(request)
-    require_tenant(ctx, who, tenant)
-    form = await form_of(request, who)
-    try:
+    def add(ctx: WebContext, who: Principal, form: Any) -> None:
+        require_tenant(ctx, who, tenant)
         ctx.services.add_contact(tenant, text_field(form, "email", 320), who.actor, ctx.now())
-    except AppError as exc:
-        return _tenants_page(request, who, 400, str(exc))
-    return redirect("/operator/tenants", "contact_added")
+
+    return await _operator_change(
+        request, _tenants_page, ("/operator/tenants", "contact_added"), add
+    )
 
 
 def _connectors_page(
@@ -537,23 +558,21 @@ def op_connectors(request: Request) -> Response:
 
 @router.post("/operator/connectors")
 async def op_connector_add(request: Request) -> Response:
-    ctx, who = _operator(request)
-    form = await form_of(request, who)
-    try:
-        ranges = [r for r in text_field(form, "ip_ranges", 4000).replace(",", " ").split() if r]
-        tls = text_field(form, "tls_name", 255) or None
+    def add(ctx: WebContext, who: Principal, form: Any) -> None:
+        ranges = text_field(form, "ip_ranges", 4000).replace(",", " ").split()
         ctx.services.add_connector(
             text_field(form, "tenant", 200),
             text_field(form, "name", 200),
             text_field(form, "type", 20),
-            ranges,
-            tls,
+            [r for r in ranges if r],
+            text_field(form, "tls_name", 255) or None,
             who.actor,
             ctx.now(),
         )
-    except AppError as exc:
-        return _connectors_page(request, who, 400, str(exc))
-    return redirect("/operator/connectors", "connector_added")
+
+    return await _operator_change(
+        request, _connectors_page, ("/operator/connectors", "connector_added"), add
+    )
 
 
 def _overrides_page(
@@ -579,12 +598,7 @@ def op_overrides(request: Request) -> Response:
 
 @router.post("/operator/overrides")
 async def op_override_add(request: Request) -> Response:
-    ctx, who = _operator(request)
-    form = await form_of(request, who)
-    try:
-        tenant = text_field(form, "tenant", 200) or None
-        server = text_field(form, "server", 255) or None
-        reason = text_field(form, "reason", 500)
+    def add(ctx: WebContext, who: Principal, form: Any) -> None:
         raw_expires = text_field(form, "expires", 40)
         expires: datetime | None = None
         if raw_expires:
@@ -592,23 +606,34 @@ async def op_override_add(request: Request) -> Response:
                 expires = parse_moment(raw_expires).astimezone(UTC)
             except (ConfigError, OverflowError):
                 raise Invalid("expires must be a date (YYYY-MM-DD) or an ISO 8601 time") from None
-        ctx.services.add_override(tenant, server, reason, expires, who.actor, ctx.now())
-    except AppError as exc:
-        return _overrides_page(request, who, 400, str(exc))
-    return redirect("/operator/overrides", "override_added")
+        ctx.services.add_override(
+            text_field(form, "tenant", 200) or None,
+            text_field(form, "server", 255) or None,
+            text_field(form, "reason", 500),
+            expires,
+            who.actor,
+            ctx.now(),
+        )
+
+    return await _operator_change(
+        request, _overrides_page, ("/operator/overrides", "override_added"), add
+    )
 
 
 @router.post("/operator/overrides/{override_id}/remove")
 async def op_override_remove(request: Request, override_id: str) -> Response:
-    ctx, who = _operator(request)
-    await form_of(request, who)
-    if not override_id.isdigit() or len(override_id) > 15:
-        raise not_found("unknown override")
-    try:
+    def remove(ctx: WebContext, who: Principal, _form: Any) -> None:
+        if not override_id.isdigit() or len(override_id) > 15:
+            raise NotFound("unknown override")
         ctx.services.remove_override(int(override_id), who.actor, ctx.now())
-    except AppError as exc:
-        return _overrides_page(request, who, 404, str(exc))
-    return redirect("/operator/overrides", "override_removed")
+
+    return await _operator_change(
+        request,
+        _overrides_page,
+        ("/operator/overrides", "override_removed"),
+        remove,
+        error_status=404,
+    )
 
 
 @router.get("/operator/catalog", response_class=HTMLResponse)

@@ -216,7 +216,9 @@ def test_overrides(store: Store) -> None:
     assert [x.id for x in store.list_overrides(NOW)] == [o.id]
     assert store.list_overrides(NOW + timedelta(days=2)) == []
     with pytest.raises(AppError, match="future"):
-        store.add_override("contoso", None, "r", NOW - timedelta(days=1), "t", NOW)
+        Services(store, Policy()).add_override(
+            "contoso", None, "r", NOW - timedelta(days=1), "t", NOW
+        )
     with pytest.raises(AppError, match="empty"):
         store.add_override("contoso", None, "  ", None, "t", NOW)
     store.remove_override(o.id or 0, "t", NOW)

@@ -643,10 +643,7 @@ class Store:
         now: datetime,
     ) -> Override:
         reason = _check_text(reason, "reason", 500)
-        if tenant is None and server is None:
-            raise StoreError("an override needs a tenant, a server, or both")
-        if expires is not None and expires <= now:
-            raise StoreError("an override must expire in the future")
+        # the rules (tenant or server, expiry in the future) are the services'
         if server is not None:
             server = _check_text(server, "server", 255).lower()
         with self.tx() as conn:

@@ -37,6 +37,8 @@ log = logging.getLogger("drossel.milter")
 RESTART_DELAY: Final = 1.0
 #: ... and after this many such quick deaths in a row the whole milter gives up.
 MAX_QUICK_FAILURES: Final = 5
+#: How often the parent looks for dead workers and due restarts.
+_POLL_INTERVAL: Final = 0.05
 
 
 def bind_sockets(listen: str, workers: int, unix_mode: int = 0o666) -> list[socket.socket]:
@@ -119,16 +121,25 @@ def run_workers(
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     failed = False
+    restarts: dict[int, float] = {}  # worker index -> when to start it again
     try:
         for index in range(workers):
             spawn(index)
         log.info("milter: %d workers on %s", workers, listen)
-        while children:
+        # Poll instead of blocking in os.wait(): a worker waiting for its delayed restart
+        # must not hold up noticing (and timing) the death of another one.
+        while children or (restarts and not stopping):
+            now = time.monotonic()
+            for index, due in sorted(restarts.items()):
+                if due <= now and not stopping:
+                    del restarts[index]
+                    spawn(index)
             try:
-                pid, status = os.wait()
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
-            except InterruptedError:
+                pid = 0
+            if pid == 0:
+                time.sleep(_POLL_INTERVAL)
                 continue
             index = children.pop(pid, -1)
             if index < 0 or stopping:
@@ -143,14 +154,12 @@ def run_workers(
                     "milter worker %d keeps failing (exit %d); stopping all workers", index, code
                 )
                 failed = True
+                restarts.clear()
                 request_stop(signal.SIGTERM, None)
                 continue
             log.warning("milter worker %d (pid %d) exited with %d; restarting", index, pid, code)
-            if quick_failures[index]:
-                time.sleep(restart_delay)
-                if stopping:
-                    continue
-            spawn(index)
+            delay = restart_delay if quick_failures[index] else 0.0
+            restarts[index] = time.monotonic() + delay
     except BaseException:
         failed = True
         request_stop(signal.SIGTERM, None)

@@ -163,8 +163,10 @@ def start_drossel(
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
     env["DROSSEL_CONFIG"] = str(config)
     log = home / "milter.log"
+    profile = os.environ.get("DROSSEL_BENCH_PROFILE")  # a directory: cProfile each variant
+    wrapper = ["-m", "cProfile", "-o", str(Path(profile) / f"{name}.prof")] if profile else []
     command = [
-        sys.executable, "-m", "drossel.cli.main", "milter", "--listen", address,
+        sys.executable, *wrapper, "-m", "drossel.cli.main", "milter", "--listen", address,
         "--db", f"sqlite:///{home / 'state.db'}",
     ]  # fmt: skip
     if workers > 1:

@@ -50,6 +50,10 @@ DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_READ_SIZE = 65536
 DEFAULT_BACKLOG = 1024
 
+#: Linux's TCP_QUICKACK (None elsewhere: then ACKs are left to the kernel's timer).
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+_TCP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
+
 
 @dataclass(frozen=True)
 class ListenAddress:
@@ -223,6 +227,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.session: MilterSession | None = None
         self.task: asyncio.Task[None] | None = None
+        #: the TCP socket to acknowledge at once after reads that need no reply (see _ack_now)
+        self._quickack: Any = None
 
     # -- protocol callbacks --------------------------------------------------------
 
@@ -234,6 +240,9 @@ class _Connection(asyncio.BufferedProtocol):
             transport.abort()
             return
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if _QUICKACK is not None and sock is not None and sock.family in _TCP_FAMILIES:
+            self._quickack = sock
         self.session = self._session_factory(_peer_name(transport))
         self._closed = self._loop.create_future()
         self.task = self._loop.create_task(self.run())
@@ -314,8 +323,26 @@ class _Connection(asyncio.BufferedProtocol):
                 self._write(out)
                 self._wake()
                 return
-        self._write(out)
+        if out:
+            self._write(out)
+        elif self._quickack is not None:
+            self._ack_now()
         self._arm_for_next_read()
+
+    def _ack_now(self) -> None:
+        """Acknowledge what was just read at once instead of after the delayed-ACK timer.
+
+        Most of what Postfix sends needs no reply (macros, envelope, each header: SMFIP_NR_*),
+        so no reply carries our ACK back, and the kernel delays it by up to 40 ms.  Postfix
+        writes each packet as its own small segment without TCP_NODELAY, so Nagle holds its
+        next packet until that ACK arrives: a stall per header.  TCP_QUICKACK sends the
+        pending ACK now (the kernel clears the flag again, hence per read).  Unix sockets have
+        neither mechanism.
+        """
+        try:
+            self._quickack.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        except OSError:
+            self._quickack = None
 
     def _write(self, out: list[bytes]) -> None:
         if out and self.transport is not None:

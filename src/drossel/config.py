@@ -122,6 +122,8 @@ class GatewayConfig(_Section):
     #: Our verdict header on relayed mail; copies arriving from outside are always removed.
     add_header: bool = True
     header_name: str = Field(default="X-Drossel", pattern=r"^[!-9;-~]{1,76}$")
+    #: as ``[milter] event_loop``
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class WebConfig(_Section):

@@ -8,11 +8,12 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from drossel.app.enforcer import Enforcer
 from drossel.app.journal import Journal
-from drossel.config import Clock, Config, database_url
+from drossel.config import Clock, Config, ConfigError, database_url
 from drossel.redact import RedactingFilter, display_url
 from drossel.storage.listen import ChangeListener
 from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
@@ -32,6 +33,28 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("drossel").setLevel(level)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())  # no database password in any log line
+
+
+def event_loop_runner(
+    choice: str, section: str = "milter"
+) -> tuple[str, Callable[[Coroutine[Any, Any, None]], None]]:
+    """``[milter]``/``[gateway] event_loop``: the name and ``run`` function of the loop to use.
+
+    uvloop (libuv, in C) does the socket and callback work of the event loop, which is most of
+    the milter's own CPU per message once the protocol is lean (docs/benchmarks.md); it is a
+    dependency, but ``asyncio`` stays selectable and is used where uvloop cannot be imported.
+    """
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError(
+                    f"[{section}] event_loop = uvloop, but uvloop is not installed"
+                ) from None
+        else:
+            return "uvloop", uvloop.run
+    return "asyncio", asyncio.run
 
 
 def open_store(url: str, *, allow_offline: bool = False) -> Store:

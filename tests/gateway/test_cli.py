@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 
 from drossel.storage.store import Store
+from tests.harness.tls import make_ca, make_cert
 
 from .conftest import OLD_2013, NextHopSink, exchange_message
 
@@ -24,14 +26,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 async def test_gateway_command_relays_and_stops_gracefully(
-    tmp_path: Path, sink: NextHopSink
+    tmp_path: Path, sink: NextHopSink, event_loop: str
 ) -> None:
+    """Also on both event loops, with STARTTLS from the client (uvloop's TLS upgrade is its
+    own code, not asyncio's)."""
     port = _free_port()
     db = f"sqlite:///{tmp_path / 'state.db'}"
+    cert = make_cert(tmp_path, make_ca(tmp_path), "gw.drossel.test", "gateway")
     config = tmp_path / "drossel.toml"
     config.write_text(
-        '[storage]\nflush_seconds = 60\n[gateway]\nrelay_tls = "none"\nreverse_lookup = false\n'
+        "[storage]\nflush_seconds = 60\n[gateway]\n"
+        'relay_tls = "none"\nreverse_lookup = false\n'
+        f'event_loop = "{event_loop}"\ntls_cert = "{cert.cert}"\ntls_key = "{cert.key}"\n'
     )
     proc = subprocess.Popen(
         [
@@ -68,10 +76,12 @@ async def test_gateway_command_relays_and_stops_gracefully(
             recipients=["bob@fabrikam.example"],
             hostname="127.0.0.1",
             port=port,
-            start_tls=False,
+            start_tls=True,
+            validate_certs=False,
             timeout=10,
         )
         assert text == "2.0.0 Ok: queued as XYZ"
+        assert b"(drossel) with ESMTPS" in sink.messages[-1].data  # our Received: line
         proc.send_signal(signal.SIGTERM)
         # the loop of this test also runs the sink; wait without blocking it
         for _ in range(200):
@@ -79,6 +89,8 @@ async def test_gateway_command_relays_and_stops_gracefully(
                 break
             await asyncio.sleep(0.05)
         assert proc.returncode == 0
+        assert proc.stdout is not None
+        assert f"gateway event loop: {event_loop}" in proc.stdout.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from drossel.config import ConfigError
-from drossel.milter.cli import event_loop_runner
+from drossel.runtime import event_loop_runner
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 

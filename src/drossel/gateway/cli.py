@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -13,7 +14,9 @@ from typing import Any
 from drossel.config import ConfigError, database_url
 from drossel.gateway.handler import split_hostport
 from drossel.gateway.server import check_next_hop, serve_gateway
-from drossel.runtime import build_enforcer, open_store, run_until_stopped
+from drossel.runtime import build_enforcer, event_loop_runner, open_store, run_until_stopped
+
+log = logging.getLogger("drossel.gateway")
 
 
 def cmd_gateway(ctx: Any) -> int:
@@ -37,12 +40,14 @@ def run_worker(ctx: Any, *, reuse_port: bool) -> int:
     enforcer = build_enforcer(config, ctx.clock, ctx.args.db)
 
     async def main() -> None:
+        log.info("gateway event loop: %s", loop_name)
         await run_until_stopped(
             lambda stop: serve_gateway(enforcer, config.gateway, stop, reuse_port=reuse_port)
         )
 
+    loop_name, run = event_loop_runner(config.gateway.event_loop, "gateway")
     try:
-        asyncio.run(main())
+        run(main())
     finally:
         enforcer.store.dispose()
     return 0

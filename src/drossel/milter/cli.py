@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from drossel.config import Clock, Config, ConfigError, database_url
+from drossel.config import Clock, Config, database_url
 from drossel.milter.enforcement import serve_milter
 from drossel.milter.workers import run_workers
-from drossel.runtime import build_enforcer, open_store, run_until_stopped
+from drossel.runtime import build_enforcer, event_loop_runner, open_store, run_until_stopped
 
 log = logging.getLogger("drossel.milter")
 
 
-def event_loop_runner(choice: str) -> tuple[str, Callable[[Coroutine[Any, Any, None]], None]]:
-    """``[milter] event_loop``: the name and ``run`` function of the loop to use.
-
-    uvloop (libuv, in C) does the socket and callback work of the event loop, which is most of
-    the milter's own CPU per message once the protocol is lean; it is optional.
-    """
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            if choice == "uvloop":
-                raise ConfigError(
-                    "[milter] event_loop = uvloop, but uvloop is not installed"
-                ) from None
-        else:
-            return "uvloop", uvloop.run
-    return "asyncio", asyncio.run
-
-
 def serve(config: Config, clock: Clock, db: str | None, sock: socket.socket | None = None) -> int:
     """One milter process: its own engine, serving until SIGTERM/SIGINT."""
-    name, run = event_loop_runner(config.milter.event_loop)
+    name, run = event_loop_runner(config.milter.event_loop, "milter")
     enforcer = build_enforcer(config, clock, db)
 
     async def main() -> None:

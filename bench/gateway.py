@@ -69,6 +69,10 @@ def run_gateway_throughput(
     )
     drossel = shutil.which("drossel")
     gw_cmd = [drossel] if drossel else [sys.executable, "-m", "drossel.cli.main"]
+    profile = os.environ.get("DROSSEL_BENCH_PROFILE")  # a directory: cProfile the gateway
+    if profile and workers == 1:
+        prof = Path(profile) / f"gateway-{messages}.prof"
+        gw_cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "drossel.cli.main"]
     sink_proc = gw_proc = None
     result: dict[str, Any] = {
         "path": "gateway",

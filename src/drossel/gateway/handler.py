@@ -136,8 +136,13 @@ class GatewayHandler:
 
     def __dir__(self) -> list[str]:
         # aiosmtpd finds the ``handle_*`` hooks with dir() on every connection (and evaluates
-        # every listed attribute): list only the hooks
-        return [name for name in dir(type(self)) if name.startswith("handle_")]
+        # every listed attribute): list only the hooks, found once per class
+        cls = type(self)
+        names: list[str] | None = cls.__dict__.get("_hook_names")
+        if names is None:
+            names = [name for name in dir(cls) if name.startswith("handle_")]
+            cls._hook_names = names  # type: ignore[attr-defined]
+        return names
 
     def _new_hop(self) -> NextHop:
         return NextHop(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import time
@@ -30,6 +31,17 @@ log = logging.getLogger("drossel.gateway")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PROXY_TIMEOUT = 10.0
+
+#: The common shape of a MAIL/RCPT address: ``<dot-atom@host.name>`` and the parameters after
+#: it.  aiosmtpd parses every address with the RFC 5322 header parser (and builds a class per
+#: call), about 130 µs each; this shape gives the same result as that parser (a property test
+#: holds it to that) in a few µs.  Anything else (quoted local parts, comments, ``<>``, IP
+#: literals, non-ASCII) still goes through aiosmtpd.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(
+    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+    r"(?:[ \t]+(?=[^ \t(])|(?=[^ \t(])|$)([^\r\n]*)"
+)
 DATA_TIMEOUT_FACTOR = 10
 
 
@@ -117,11 +129,19 @@ class GatewaySMTP(SMTP):
         await self._writer.drain()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = _PLAIN_ADDRESS.fullmatch(arg)
+        if plain is not None:
+            address, rest = plain.groups()
+            local = address.rpartition("@")[0]
+            if self.local_part_limit and len(local) > self.local_part_limit:
+                return None, None
+            return address, rest
         # aiosmtpd's address parser raises IndexError on e.g. "MAIL FROM: <" (found by the
-        # fuzz test): that is a malformed address (553), not a gateway error (451)
+        # fuzz test) and AttributeError on "," (found by the fast path's property test): that
+        # is a malformed address (553), not a gateway error (451)
         try:
             return super()._getaddr(arg)
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, AttributeError):
             return None, None
 
     async def smtp_DATA(self, arg: str) -> None:

@@ -464,11 +464,21 @@ class PostfixInstance:
         self.wait_queue(lambda q: not q, timeout, what="empty queue")
 
     def wait_deferred(self, needle: str, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Wait until a queued recipient has a delay_reason containing ``needle``."""
+        """Wait until a message sits in the deferred queue with a recipient whose
+        delay_reason contains ``needle``.
+
+        The reason is visible while the delivery agent is still finishing (the message is
+        then still in the active or incoming queue, "still being delivered"); a ``flush()``
+        in that moment is skipped by qmgr and the message then waits for its retry time, so
+        only a message that has reached the deferred queue counts.
+        """
 
         def has(q: list[dict[str, Any]]) -> bool:
             return any(
-                needle in r.get("delay_reason", "") for m in q for r in m.get("recipients", [])
+                needle in r.get("delay_reason", "")
+                for m in q
+                if m.get("queue_name") == "deferred"
+                for r in m.get("recipients", [])
             )
 
         return self.wait_queue(has, timeout, what=f"deferral containing {needle!r}")

@@ -21,20 +21,18 @@ _TESTS = Path(__file__).resolve().parents[1]
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from harness.postfix import PostfixInstance, make_traversable, unavailable_reason  # noqa: E402
+from harness.postfix import PostfixInstance, instance_directory, unavailable_reason  # noqa: E402
 from harness.sink import SmtpSink  # noqa: E402
 
 pytestmark = pytest.mark.postfix
 
 
 @pytest.fixture
-def postfix_next_hop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+def postfix_next_hop() -> Iterator[tuple[Any, Any]]:
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    base = tmp_path_factory.mktemp("pfgw")
-    make_traversable(base)
-    with SmtpSink(name="final") as sink:
+    with instance_directory() as base, SmtpSink(name="final") as sink:
         postfix = PostfixInstance(
             base,
             "gwnext",

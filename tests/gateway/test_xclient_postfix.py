@@ -28,7 +28,7 @@ if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
 from harness.dns import DnsServer, dns_unavailable_reason  # noqa: E402
-from harness.postfix import PostfixInstance, make_traversable, unavailable_reason  # noqa: E402
+from harness.postfix import PostfixInstance, instance_directory, unavailable_reason  # noqa: E402
 from harness.sink import SmtpSink  # noqa: E402
 
 pytestmark = pytest.mark.postfix
@@ -37,13 +37,11 @@ OWN_DOMAIN = "nexthop.example"
 
 
 @pytest.fixture
-def trusting_postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+def trusting_postfix() -> Iterator[tuple[Any, Any]]:
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    base = tmp_path_factory.mktemp("pfxc")
-    make_traversable(base)
-    with SmtpSink(name="final") as sink:
+    with instance_directory() as base, SmtpSink(name="final") as sink:
         postfix = PostfixInstance(
             base,
             "xcnext",

@@ -21,8 +21,9 @@ import smtplib
 import socket
 import stat
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "PostfixError",
     "PostfixInstance",
     "find_free_port",
+    "instance_directory",
     "make_message",
     "make_traversable",
     "send_message",
@@ -131,6 +133,23 @@ def make_traversable(path: Path, stop_at: Path = Path("/")) -> None:
         want = mode | stat.S_IXOTH | stat.S_IXGRP
         if mode != want:
             p.chmod(stat.S_IMODE(want))
+
+
+@contextlib.contextmanager
+def instance_directory(prefix: str = "drossel-pf-") -> Iterator[Path]:
+    """A directory for Postfix instances outside pytest's tmp tree, removed afterwards.
+
+    The unprivileged ``postfix`` user must traverse every ancestor, and any pytest session
+    starting on the machine resets ``/tmp/pytest-of-root`` to mode 0700, which breaks
+    instances that live below it (``master.lock: Permission denied`` at start).
+    """
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    make_traversable(base)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class PostfixError(RuntimeError):

@@ -168,6 +168,53 @@ def test_concurrent_senders_send_once(seeded, smtp):  # type: ignore[no-untyped-
     assert len(sink.messages) == 3
 
 
+def test_a_claim_taken_over_by_another_sender_is_sent_once(seeded, smtp):  # type: ignore[no-untyped-def]
+    """The interleaving the concurrent test hit now and then: we claim an event, stall for
+    longer than ``STALE_SECONDS``, another node's retry pass takes the row and starts
+    sending; when we go on, we must not send it as well."""
+    from drossel.notify.service import MAX_ATTEMPTS, RETRY_SECONDS, STALE_SECONDS
+
+    sink, _ = smtp
+    later = seeded.now + timedelta(seconds=STALE_SECONDS + 1)
+    taken: list[int] = []
+
+    class StallingStore(Store):
+        def claim_notification(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            claimed = super().claim_notification(*args, **kwargs)
+            if claimed and not taken:
+                # the other node, a stale-time later: it finds our fresh claim unsent
+                (row,) = queries.retryable_notifications(
+                    self, later, MAX_ATTEMPTS, STALE_SECONDS, RETRY_SECONDS
+                )
+                assert queries.begin_attempt(self, row.id, row.attempts, later)
+                taken.append(row.id)
+            return claimed
+
+    store = StallingStore(seeded.store.url)
+    try:
+        sent = scan_and_notify(store, seeded.config, CATALOG, seeded.now)
+    finally:
+        store.dispose()
+    assert len(taken) == 1
+    assert len(sent) == 2  # the taken event is the other node's to send
+    assert len(sink.messages) == 2
+
+
+def test_a_fresh_claim_is_not_retried_by_others(seeded):  # type: ignore[no-untyped-def]
+    from drossel.notify.service import MAX_ATTEMPTS, RETRY_SECONDS, STALE_SECONDS
+
+    assert seeded.store.claim_notification(
+        "k", "contoso", "ex01.contoso.example", "x", "b", seeded.now
+    )
+    soon = seeded.now + timedelta(seconds=STALE_SECONDS - 1)
+    assert (
+        queries.retryable_notifications(
+            seeded.store, soon, MAX_ATTEMPTS, STALE_SECONDS, RETRY_SECONDS
+        )
+        == []
+    )
+
+
 def test_header_text_cannot_inject_mail_headers(seeded, smtp):  # type: ignore[no-untyped-def]
     sink, _ = smtp
     evil = "ex9.contoso.example\r\nBcc: victim@example.org"

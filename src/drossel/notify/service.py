@@ -294,9 +294,10 @@ def scan_and_notify(store: Store, config: Config, catalog: Catalog, now: datetim
         row = queries.get_notification(store, event.key)
         if row is None:
             continue
-        recipients = _deliver(
-            store, config, row.id, row.attempts, event.tenant, event.event, stored_body, now
-        )
+        # Our claim made the row with no attempt yet: send only as that first attempt.  Its
+        # current ``attempts`` may already be another sender's (which took the row through
+        # the retry path meanwhile), and using it would let both of us send.
+        recipients = _deliver(store, config, row.id, 0, event.tenant, event.event, stored_body, now)
         if recipients:
             sent.append(Sent(event.key, event.tenant, event.server, event.event, recipients))
     for row in queries.retryable_notifications(

@@ -80,7 +80,7 @@ def retryable_notifications(
     store: Store, now: datetime, max_attempts: int, stale_seconds: float, backoff_seconds: float
 ) -> list[NotificationRow]:
     """Unsent notifications whose last attempt failed long enough ago (exponential backoff),
-    or whose sender vanished mid-send (``stale_seconds``)."""
+    or whose sender vanished mid-send or between claiming and sending (``stale_seconds``)."""
     result = []
     for row in list_notifications(store):
         if row.sent_at is not None or row.attempts >= max_attempts:
@@ -95,6 +95,8 @@ def retryable_notifications(
             wait = min(backoff_seconds * 2 ** (row.attempts - 1), 3600.0)
             if (now - failed).total_seconds() < wait:
                 continue
+        elif (now - row.created_at).total_seconds() < stale_seconds:
+            continue  # just claimed: its claimer is about to send it
         result.append(row)
     return result
 

@@ -406,9 +406,11 @@ def stage_history_svg(history: StageHistory, width: int = 900, height: int = 250
             )
         parts.append("</g>")
         if index % 15 == 0 or index == n - 1:
+            last = index == n - 1  # the last label ends at the right edge
+            anchor = ' text-anchor="end"' if last else ""
             parts.append(
-                f'<text x="{x:.1f}" y="{height - 10}" font-size="10" fill="#555">'
-                f"{day.isoformat()[5:]}</text>"
+                f'<text x="{x + bar_w if last else x:.1f}" y="{height - 10}" font-size="10" '
+                f'fill="#555"{anchor}>{day.isoformat()[5:]}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)

@@ -62,10 +62,8 @@ def fill(url: str, n: int) -> float:
             last = min(first + timedelta(days=rng.uniform(0, 200)), naive)
             tenant = 1 if rng.random() < 0.6 else rng.randrange(2, 41)
             fqdn = f"mx{i:06d}.d{i % 977:03d}.example"
-            rows.append(
-                (tenant, fqdn, product, build, "behind", first, last, clock, 0, "")
-                + (connector_type, evidence, None, True)
-            )
+            row = (tenant, fqdn, product, build, "behind", first, last, clock, 0, "")
+            rows.append((*row, connector_type, evidence, None, True))
         cur.executemany(
             "INSERT INTO servers (tenant_id, fqdn, product, build, status, first_detected, "
             "last_seen, clock_start, clock_credit_seconds, evidence, connector_type, "

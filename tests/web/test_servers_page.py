@@ -213,6 +213,8 @@ def test_api_report_stays_a_list_without_paging(client, more):  # type: ignore[n
     rows = client.get("/api/v1/report", headers=auth("operator")).json()
     assert isinstance(rows, list) and {r["server_fqdn"] for r in rows} == set(ACTIVE)
     assert "today" not in rows[0]
+    blank = client.get("/api/v1/report?stage=&search=&page=1", headers=auth("operator")).json()
+    assert blank["total"] == 6  # empty values count as absent
     filtered = client.get("/api/v1/report?stage=0&sort=tenant", headers=auth("operator")).json()
     assert [r["server_fqdn"] for r in filtered] == ["ex03.contoso.example", "mx.internet.example"]
 

@@ -396,6 +396,9 @@ def _limits(policy: Policy, now: datetime, pauses: list[Pause]) -> tuple[datetim
     return tuple(limits)
 
 
+Kind = tuple[str, str, str, str]
+
+
 def stage_model(
     store: StateStore,
     policy: Policy,
@@ -403,6 +406,7 @@ def stage_model(
     pauses: list[Pause],
     overrides: list[Override],
     grade: Grader,
+    kinds: list[Kind] | None = None,
 ) -> StageModel:
     """The applied stage of every server (:func:`~drossel.core.decision.applied_state`, as the
     report row computes it after the hypothetical next sighting) as data the store can
@@ -418,7 +422,7 @@ def stage_model(
     whole-tenant pauses that is one limit per stage and tenant (:func:`_limits`).  Everything
     else (a forgiven clock credit, a remediation inside the regression window, a server named
     by a pause or an override) is left *unmodelled*; :func:`overview` computes those servers
-    one by one with the same function as the report row.  ``tests/app/test_overview.py``
+    one by one with the same function as the report row.  ``tests/test_overview.py``
     holds the model to the report rows on random states."""
     tenant_pauses: dict[str, list[Pause]] = defaultdict(list)
     named: set[tuple[str, str]] = set()
@@ -448,7 +452,7 @@ def stage_model(
     vulnerable: set[str] = set()
     enforceable: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     if policy.mode != "off":
-        for build, product, connector_type, evidence in store.server_kinds():
+        for build, product, connector_type, evidence in kinds or store.server_kinds():
             assessment = grade(build)
             if assessment is None or not assessment.persistently_vulnerable:
                 continue
@@ -481,10 +485,12 @@ def stage_model(
     )
 
 
-def _status_match(store: StateStore, status: str, grade: Grader) -> StatusMatch:
+def _status_match(
+    store: StateStore, status: str, grade: Grader, kinds: list[Kind] | None
+) -> StatusMatch:
     """The builds graded ``status`` now (as the report row shows the status)."""
     builds, ungraded = set(), set()
-    for build, *_ in store.server_kinds():
+    for build, *_ in kinds or store.server_kinds():
         assessment = grade(build)
         if assessment is None:
             ungraded.add(build)
@@ -494,13 +500,18 @@ def _status_match(store: StateStore, status: str, grade: Grader) -> StatusMatch:
 
 
 def server_filter(
-    store: StateStore, policy: Policy, now: datetime, request: OverviewRequest, grade: Grader
+    store: StateStore,
+    policy: Policy,
+    now: datetime,
+    request: OverviewRequest,
+    grade: Grader,
+    kinds: list[Kind] | None = None,
 ) -> ServerFilter:
     """The store filter of a request (without the model, which :func:`overview` adds)."""
     return ServerFilter(
         tenants=frozenset({request.tenant}) if request.tenant is not None else None,
         products=frozenset({request.product}) if request.product is not None else None,
-        status=_status_match(store, request.status, grade) if request.status else None,
+        status=_status_match(store, request.status, grade, kinds) if request.status else None,
         evidence=request.evidence,
         search=request.search or None,
         seen_since=None
@@ -530,11 +541,12 @@ def overview(
     grade = grader(catalog, policy, now.date())
     pauses = store.list_pauses()
     overrides = store.list_overrides(now)
-    wanted = server_filter(store, policy, now, request, grade)
+    kinds = store.server_kinds()
+    wanted = server_filter(store, policy, now, request, grade, kinds)
     today = now.date()
     model = None
     if request.needs_model:
-        model = stage_model(store, policy, now, pauses, overrides, grade)
+        model = stage_model(store, policy, now, pauses, overrides, grade, kinds)
         model = replace(
             model,
             exceptions=_exceptions(store, policy, now, pauses, overrides, grade, wanted, model),
@@ -556,7 +568,7 @@ def overview(
             row.server, store, policy, catalog, now, pauses, overrides, grade=grade
         )
         rows.append({**report, "today": row.today})
-    products = sorted({product for _, product, _, _ in store.server_kinds()})
+    products = sorted({product for _, product, _, _ in kinds})
     return Overview(page.total, request.page, request.per_page, rows, page.today, products)
 
 

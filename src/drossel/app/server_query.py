@@ -11,9 +11,9 @@ store only compares:
 * the applied stage, paused and overridden (:class:`StageModel`): what
   :func:`~drossel.core.decision.applied_state` gives each server, reduced by
   :func:`drossel.app.report.stage_model` to sets of builds, tenants and clock-start limits, plus
-  the servers it computed one by one (:attr:`StageModel.exceptions`).  How the store evaluates
-  the model is :meth:`StageModel.explain`'s text; both stores follow it, and tests hold them
-  to the report rows.
+  the servers it computed one by one (:attr:`StageModel.exceptions`).  How a store evaluates
+  the model is :class:`StageModel`'s docstring (and :meth:`StageModel.compute`, which the
+  memory store runs); ``tests/test_overview.py`` holds both stores to the report rows.
 """
 
 from __future__ import annotations

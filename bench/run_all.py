@@ -82,6 +82,13 @@ BENCHES = [
         needs_postgres=True,
     ),
     Bench(
+        "overview",
+        "one page of the operator overview vs SELECT count(*), SQLite",
+        ["--servers", "20000"],
+        ["--servers", "100000"],
+        "overview.py",
+    ),
+    Bench(
         "milter",
         "Postfix + drossel milter vs Postfix alone (needs root and Postfix)",
         ["--messages", "1000", "--sessions", "10"],

@@ -140,3 +140,138 @@ def test_tenant_admin_journey(live_url, tmp_path):  # type: ignore[no-untyped-de
         Path(target).mkdir(parents=True, exist_ok=True)
         for path in shots:
             shutil.copy(path, Path(target) / path.name)
+
+
+BUILDS = {
+    "Exchange 2016": "15.1.2507.16",
+    "Exchange 2019": "15.2.1748.36",
+    "Exchange SE": "15.2.2562.43",
+}
+
+
+@pytest.fixture
+def crowd(seeded):  # type: ignore[no-untyped-def]
+    """The seed plus 72 servers of the whole Internet in the default tenant and a third
+    tenant: three products, clocks of every age, all three kinds of evidence."""
+    from dataclasses import replace
+
+    from drossel_seed import ACTOR, server
+
+    store, now = seeded.store, seeded.now
+    store.add_tenant("northwind", [], ACTOR, now)
+    for i in range(72):
+        product = list(BUILDS)[i % 3]
+        tenant = "northwind" if i % 8 == 0 else "default"
+        record = server(
+            tenant,
+            f"mx{i:02d}.{['alpha', 'beta', 'gamma'][i % 3]}-mail.example",
+            None if i % 5 == 0 else (i * 7) % 120,
+            build=BUILDS[product],
+            product=product,
+        )
+        evidence = ["connector", "verified", "unverified"][i % 3 if i % 2 else 0]
+        store.save_server(replace(record, evidence=evidence), "", now)
+    return seeded
+
+
+def test_operator_overview_journey(crowd, live_url, tmp_path):  # type: ignore[no-untyped-def]
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from drossel_seed import OPERATOR_TOKEN
+
+    shots: list[Path] = []
+
+    def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+        path = tmp_path / f"overview-{len(shots) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        shots.append(path)
+
+    def rows(page) -> list[str]:  # type: ignore[no-untyped-def]
+        return page.locator("table.overview td.server a").all_inner_texts()
+
+    def column(page, css: str) -> list[str]:  # type: ignore[no-untyped-def]
+        return [t.strip() for t in page.locator(f"table.overview td.{css}").all_inner_texts()]
+
+    def apply(page) -> None:  # type: ignore[no-untyped-def]
+        with page.expect_navigation():
+            page.click("#f-apply")
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on(
+                "console",
+                lambda m: (
+                    errors.append(m.text)
+                    if m.type == "error" and "Failed to load resource" not in m.text  # favicon
+                    else None
+                ),
+            )
+            page.goto(f"{live_url}/")
+            page.fill("#token", OPERATOR_TOKEN)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{live_url}/operator/servers")
+            total = int(page.inner_text("#total"))
+            assert total == 76  # 72 + the seed's 4, the default tenant's servers included
+            first_page = rows(page)
+            assert len(first_page) == 50 and first_page == sorted(first_page)
+            assert "default" in column(page, "tenant") and "northwind" in column(page, "tenant")
+            assert page.locator("svg.stages rect").count() > 60
+            shot(page, "all-servers")
+
+            page.select_option("#f-product", "Exchange 2019")
+            apply(page)
+            assert "product=Exchange+2019" in page.url
+            by_product = rows(page)
+            assert 0 < len(by_product) < 50
+            assert all("Exchange 2019" in t for t in column(page, "server + td + td"))
+            shot(page, "product")
+
+            page.select_option("#f-evidence", "verified")
+            page.select_option("#f-stage", "8")
+            apply(page)
+            narrowed = rows(page)
+            assert narrowed and set(narrowed) < set(by_product)
+            assert all(t.startswith("verified") for t in column(page, "evidence"))
+            assert all("stage 8" in t for t in column(page, "stage"))
+            shot(page, "product-evidence-stage")
+
+            page.select_option("#f-stage", "")
+            page.select_option("#f-evidence", "")
+            page.fill("#f-search", "BETA-MAIL")
+            apply(page)
+            searched = rows(page)
+            assert searched and all("beta-mail" in name for name in searched)
+            assert set(searched) <= set(by_product) | {n for n in searched if "beta" in n}
+            shot(page, "search")
+
+            page.click("a.reset")
+            page.wait_for_url(f"{live_url}/operator/servers")
+            with page.expect_navigation():
+                page.click("a.sort[data-sort=stage]")
+            with page.expect_navigation():
+                page.click("a.sort[data-sort=stage]")  # again: highest stage first
+            assert "order=desc" in page.url
+            stages = [int(t.split(":")[0].split()[-1]) for t in column(page, "stage") if ":" in t]
+            assert stages and stages == sorted(stages, reverse=True) and stages[0] == 8
+            top = rows(page)
+            shot(page, "sorted-by-stage")
+
+            with page.expect_navigation():
+                page.click("a[rel=next]")
+            assert "page=2" in page.url
+            assert "page 2 of 2" in page.inner_text("nav.pager")
+            second = rows(page)
+            assert len(second) == total - 50 and not set(second) & set(top)
+            shot(page, "page-2")
+            assert not errors, errors
+        finally:
+            browser.close()
+    for path in shots:
+        assert path.stat().st_size > 5000
+    target = os.environ.get("DROSSEL_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for path in shots:
+            shutil.copy(path, Path(target) / path.name)

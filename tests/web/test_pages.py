@@ -30,7 +30,7 @@ def login(client: TestClient, who: str) -> None:
 
 
 def test_anonymous_is_sent_to_login(client):  # type: ignore[no-untyped-def]
-    for path in ("/", "/t/contoso", "/t/contoso/pauses", "/operator/tenants"):
+    for path in ("/", "/t/contoso", "/t/contoso/pauses", "/operator/tenants", "/operator/servers"):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303
         assert r.headers["location"].startswith("/login?next=")
@@ -125,6 +125,9 @@ def test_tenant_admin_isolation(client):  # type: ignore[no-untyped-def]
         assert r.status_code == 404, path
         assert "fabrikam.example" not in r.text
     assert client.get("/operator/tenants").status_code == 403
+    for path in ("/operator/servers", "/operator/servers?tenant=fabrikam&search=fabrikam"):
+        r = client.get(path)
+        assert r.status_code == 403 and "fabrikam.example" not in r.text
     r = client.post("/t/fabrikam/pauses", data={"csrf": "x", "days": "5"})
     assert r.status_code == 404
 
@@ -265,6 +268,8 @@ def test_forged_session_cookie(client):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     "path",
     [
+        "/operator/servers",
+        "/operator/servers?sort=stage&order=desc&stage=2&evidence=connector&paused=no",
         "/operator/tenants",
         "/operator/connectors",
         "/operator/overrides",

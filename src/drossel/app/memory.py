@@ -8,9 +8,11 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from drossel.app.errors import Conflict, Invalid, NotFound
 from drossel.app.records import (
@@ -20,6 +22,16 @@ from drossel.app.records import (
     StoredServer,
     Tenant,
     merge_sightings,
+)
+from drossel.app.server_query import (
+    COUNT_SORTS,
+    ClockGroup,
+    Computed,
+    PageRow,
+    ServerFilter,
+    ServerPage,
+    ServerQuery,
+    ascii_lower,
 )
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
@@ -181,6 +193,155 @@ class MemoryStore:
     def build_history(self, server_id: int) -> list[tuple[str, datetime, datetime]]:
         items = self._history.get(server_id, {}).items()
         return sorted(((b, f, last) for b, (f, last) in items), key=lambda x: x[1])
+
+    # --- the operator overview (the same contract as the SQL in drossel.storage.overview) ---
+
+    def _matching(self, f: ServerFilter) -> list[StoredServer]:
+        with self._lock:
+            servers = list(self._servers.values())
+        result = []
+        for stored in servers:
+            r = stored.record
+            if f.tenants is not None and r.tenant not in f.tenants:
+                continue
+            if f.products is not None and r.product not in f.products:
+                continue
+            if f.status is not None and not (
+                r.build in f.status.builds
+                or (r.build in f.status.ungraded and r.status == f.status.status)
+            ):
+                continue
+            if f.evidence is not None and r.evidence != f.evidence:
+                continue
+            if f.search and ascii_lower(f.search) not in ascii_lower(r.server):
+                continue
+            if f.seen_since is not None and r.last_seen < f.seen_since:
+                continue
+            result.append(stored)
+        return result
+
+    def query_servers(self, query: ServerQuery) -> ServerPage:
+        f, model = query.filter, query.model
+        rows: list[tuple[StoredServer, dict[str, int], Computed | None]] = []
+        for stored in self._matching(f):
+            r = stored.record
+            computed = None
+            if model is not None:
+                computed = model.compute(
+                    stored.id,
+                    r.tenant,
+                    r.server,
+                    r.build,
+                    r.product,
+                    r.connector_type,
+                    r.evidence,
+                    r.clock_start,
+                    r.clock_credit.total_seconds(),
+                    r.remediated_at,
+                )
+                if f.stage is not None and (computed is None or computed.stage != f.stage):
+                    continue
+                if f.paused is not None and (computed is None or computed.paused != f.paused):
+                    continue
+                if f.overridden is not None and (
+                    computed is None or computed.overridden != f.overridden
+                ):
+                    continue
+                if f.unmodelled and not (
+                    r.build in model.vulnerable_builds
+                    and model.unmodelled(
+                        r.tenant, r.server, r.clock_credit.total_seconds(), r.remediated_at
+                    )
+                ):
+                    continue
+            elif f.needs_model:
+                raise ValueError("filtering by stage needs a stage model")
+            today = {
+                a: self._counts.get((stored.id, query.today, a), 0)
+                for a in ("accept", "throttle", "block")
+            }
+            rows.append((stored, today, computed))
+
+        def key(item: tuple[StoredServer, dict[str, int], Computed | None]) -> Any:
+            stored, today, computed = item
+            r = stored.record
+            if query.sort == "stage":
+                return computed.stage if computed is not None else -1
+            if query.sort in COUNT_SORTS:
+                return today[COUNT_SORTS[query.sort]]
+            return {
+                "server": r.server,
+                "tenant": r.tenant,
+                "product": r.product,
+                "first_seen": r.first_detected,
+                "last_seen": r.last_seen,
+            }[query.sort]
+
+        rows.sort(key=lambda item: (item[0].record.server, item[0].id))
+        rows.sort(key=key, reverse=query.descending)
+        page = rows[query.offset : query.offset + query.per_page]
+        return ServerPage(
+            total=len(rows),
+            rows=[
+                PageRow(stored, today, computed.stage if computed is not None else None)
+                for stored, today, computed in page
+            ],
+            today={
+                a: sum(today[a] for _, today, _ in rows) for a in ("accept", "throttle", "block")
+            },
+        )
+
+    def server_kinds(self) -> list[tuple[str, str, str, str]]:
+        with self._lock:
+            records = [s.record for s in self._servers.values()]
+        return sorted({(r.build, r.product, r.connector_type, r.evidence) for r in records})
+
+    def clock_groups(
+        self,
+        filter: ServerFilter,
+        since: date,
+        oldest_clock: date,
+        tenants: frozenset[str],
+        named: frozenset[tuple[str, str]],
+    ) -> list[ClockGroup]:
+        plain = ServerFilter(
+            tenants=filter.tenants,
+            products=filter.products,
+            status=filter.status,
+            evidence=filter.evidence,
+            search=filter.search,
+            seen_since=filter.seen_since,
+        )
+        before = since - timedelta(days=1)
+        start = datetime.combine(since, time(0), tzinfo=UTC)
+        oldest = datetime.combine(oldest_clock, time(0), tzinfo=UTC)
+        groups: Counter[tuple[str | None, str | None, date, date | None, int, date | None]]
+        groups = Counter()
+        for stored in self._matching(plain):
+            r = stored.record
+            credit = int(r.clock_credit.total_seconds())
+            clock_day = None
+            if r.clock_start is not None:
+                clock_day = (
+                    oldest_clock if r.clock_start < oldest and credit == 0 else r.clock_start.date()
+                )
+            remediated_day = None
+            if r.remediated_at is not None:
+                remediated_day = before if r.remediated_at < start else r.remediated_at.date()
+            groups[
+                (
+                    r.tenant if r.tenant in tenants else None,
+                    r.server if (r.tenant, r.server) in named else None,
+                    before if r.first_detected < start else r.first_detected.date(),
+                    clock_day,
+                    credit,
+                    remediated_day,
+                )
+            ] += 1
+        return [
+            ClockGroup(tenant, server, first, clock, credit, remediated, n)
+            for (tenant, server, first, clock, credit, remediated), n in groups.items()
+        ]
 
     # --- pauses and overrides -------------------------------------------------------------
 

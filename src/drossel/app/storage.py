@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from drossel.app.records import AuditEntry, Connector, StoredServer, Tenant
+from drossel.app.server_query import ClockGroup, ServerFilter, ServerPage, ServerQuery
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
 
@@ -58,6 +59,32 @@ class StateStore(Protocol):
     def daily_counts(self, server_id: int, since: date) -> dict[date, dict[str, int]]: ...
     def total_counts(self, server_id: int) -> dict[str, int]: ...
     def build_history(self, server_id: int) -> list[tuple[str, datetime, datetime]]: ...
+
+    # the operator overview (see drossel.app.server_query)
+    def query_servers(self, query: ServerQuery) -> ServerPage:
+        """One page of the servers matching ``query.filter`` in its order, how many match,
+        and today's counters of all of them; evaluated in the store (indexes, no full load)."""
+        ...
+
+    def server_kinds(self) -> list[tuple[str, str, str, str]]:
+        """Distinct (build, product, connector type, evidence kind) of the stored servers."""
+        ...
+
+    def clock_groups(
+        self,
+        filter: ServerFilter,
+        since: date,
+        oldest_clock: date,
+        tenants: frozenset[str],
+        named: frozenset[tuple[str, str]],
+    ) -> list[ClockGroup]:
+        """The servers matching the stored-column part of ``filter`` (stage, paused,
+        overridden are ignored), counted per group of what a stage history needs: the tenant
+        (only for ``tenants``), the server (only for ``named`` (tenant, server) pairs), the day
+        of first detection (days before ``since`` as the day before it), the day of the clock
+        start (before ``oldest_clock`` and without credit: ``oldest_clock``), the clock credit
+        in seconds and the day of remediation (days before ``since`` as the day before it)."""
+        ...
 
     # pauses and overrides
     def list_pauses(self, tenant: str | None = None) -> list[Pause]: ...

@@ -158,20 +158,18 @@ def stage_start(
         paused_until = max((p.interval()[1] for p in pause_list if p.active_at(now)), default=now)
         return paused_until + (target - age_now)
     # It started in the past: walk forward from the clock start by whole days (bounded).
+    running = replace(clock, remediated_at=None)
     moment = clock.clock_start
     limit = now
     step = DAY
     while moment < limit:
-        if effective_age(replace(clock, remediated_at=None), moment, pause_list) >= target:
+        if effective_age(running, moment, pause_list) >= target:
             break
         moment += step
     # refine to the hour
     while (
         moment - timedelta(hours=1) > clock.clock_start
-        and effective_age(
-            replace(clock, remediated_at=None), moment - timedelta(hours=1), pause_list
-        )
-        >= target
+        and effective_age(running, moment - timedelta(hours=1), pause_list) >= target
     ):
         moment -= timedelta(hours=1)
     return moment

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -73,6 +74,11 @@ servers = Table(
     Column("via", String(255), nullable=True),
     Column("trusted", Boolean, nullable=False, default=True),
     UniqueConstraint("tenant_id", "fqdn"),
+    # the operator overview sorts and filters by these (migration 0004)
+    Index("ix_servers_fqdn", "fqdn"),
+    Index("ix_servers_first_detected", "first_detected"),
+    Index("ix_servers_last_seen", "last_seen"),
+    Index("ix_servers_kind", "build", "product", "connector_type", "evidence_kind"),
 )
 
 build_history = Table(
@@ -119,6 +125,8 @@ daily_counts = Table(
     Column("day", Date, primary_key=True),
     Column("action", String(10), primary_key=True),
     Column("count", Integer, nullable=False, default=0),
+    # today's counters of every server, for the overview (migration 0004)
+    Index("ix_daily_counts_day", "day", "server_id", "action", "count"),
 )
 
 audit_log = Table(

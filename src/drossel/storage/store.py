@@ -40,8 +40,10 @@ from drossel.app.records import (
     Tenant,
     merge_sightings,
 )
+from drossel.app.server_query import ClockGroup, PageRow, ServerFilter, ServerPage, ServerQuery
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
+from drossel.storage import overview
 from drossel.storage import schema as t
 from drossel.storage.files import private_sqlite_files
 
@@ -467,6 +469,41 @@ class Store:
                 .order_by(t.build_history.c.first_seen)
             ).all()
         return [(r.build, _aware(r.first_seen), _aware(r.last_seen)) for r in rows]
+
+    # --- the operator overview -------------------------------------------------------------
+
+    def query_servers(self, query: ServerQuery) -> ServerPage:
+        with self.engine.connect() as conn:
+            total, today, rows = overview.query_servers(conn, query, self.is_postgres)
+        return ServerPage(
+            total=total,
+            rows=[
+                PageRow(
+                    self._server_from_row(r, r.tenant_name),
+                    {a: int(r._mapping[f"today_{a}"]) for a in overview.ACTIONS},
+                    None if r.model_stage is None else int(r.model_stage),
+                )
+                for r in rows
+            ],
+            today=today,
+        )
+
+    def server_kinds(self) -> list[tuple[str, str, str, str]]:
+        with self.engine.connect() as conn:
+            return overview.server_kinds(conn)
+
+    def clock_groups(
+        self,
+        filter: ServerFilter,
+        since: date,
+        oldest_clock: date,
+        tenants: frozenset[str],
+        named: frozenset[tuple[str, str]],
+    ) -> list[ClockGroup]:
+        with self.engine.connect() as conn:
+            return overview.clock_groups(
+                conn, filter, since, oldest_clock, tenants, named, self.is_sqlite
+            )
 
     # --- counters -------------------------------------------------------------------------
 

@@ -20,12 +20,14 @@ from drossel.core.catalog import Catalog
 from drossel.storage.tokens import TokenTable
 from drossel.web.auth import Principal, bearer_value, lookup_bearer, token_key
 from drossel.web.common import (
+    OverviewParams,
     WebContext,
     audit_json,
     budget_json,
     connector_json,
     not_found,
     override_json,
+    overview_of,
     report_rows,
     require_operator,
     require_server,
@@ -207,16 +209,34 @@ def add_contact(tenant: TenantPath, body: ContactIn, ctx: Ctx, who: Who) -> dict
 # --- report and servers ---------------------------------------------------------------------
 
 
-@router.get("/report", summary="the per-server report (same fields as `drossel report --json`)")
+@router.get(
+    "/report",
+    summary="the per-server report (same fields as `drossel report --json`), filtered and paged",
+    description=(
+        "Without `page` and `per_page`: a list of report rows, as before (all of them, or "
+        "those matching the filters, in the chosen order).  With either: one page, "
+        '`{"total", "page", "per_page", "pages", "today", "servers"}`, every row with '
+        "`today`: its accepted, throttled and blocked messages today, and `today` the same "
+        "summed over all matching servers.  A tenant admin sees its own tenant only."
+    ),
+)
 def report(
-    ctx: Ctx,
-    who: Who,
-    tenant: Annotated[str | None, Query(max_length=200)] = None,
-    include_inactive: bool = False,
-) -> list[dict[str, Any]]:
-    if tenant is not None:
-        require_tenant(ctx, who, tenant)
-    return report_rows(ctx, who, tenant, include_inactive)  # type: ignore[no-any-return]
+    ctx: Ctx, who: Who, params: Annotated[OverviewParams, Query()]
+) -> list[dict[str, Any]] | dict[str, Any]:
+    if params.tenant is not None:
+        require_tenant(ctx, who, params.tenant)
+    if not params.paged and not params.filtered:
+        return report_rows(ctx, who, params.tenant, params.include_inactive)  # type: ignore[no-any-return]
+    if params.paged:
+        return overview_of(ctx, who, params).to_json()
+    rows: list[dict[str, Any]] = []
+    number = 1
+    while True:  # every matching row, a page at a time
+        result = overview_of(ctx, who, params.model_copy(update={"page": number, "per_page": 500}))
+        rows += [{k: v for k, v in row.items() if k != "today"} for row in result.servers]
+        if number >= result.pages:
+            return rows
+        number += 1
 
 
 @router.get("/tenants/{tenant}/servers", summary="report rows of one tenant")

@@ -5,12 +5,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from drossel.app.catalog_source import load_catalog
-from drossel.app.report import pause_budget, pause_json, server_report, tenant_report
+from drossel.app.report import (
+    Overview,
+    OverviewRequest,
+    overview,
+    pause_budget,
+    pause_json,
+    server_report,
+    tenant_report,
+)
 from drossel.app.services import Services
 from drossel.config import Clock, Config
 from drossel.core.catalog import Catalog
@@ -172,3 +188,111 @@ def server_detail(ctx: WebContext, stored: StoredServer) -> dict[str, Any]:
 
 def _iso_day(d: date | None) -> str | None:
     return d.isoformat() if d else None
+
+
+# --- the operator overview's parameters (the page /operator/servers and /api/v1/report) -----
+
+Sort = Literal[
+    "server",
+    "tenant",
+    "product",
+    "stage",
+    "first_seen",
+    "last_seen",
+    "accepted",
+    "throttled",
+    "blocked",
+]
+PER_PAGE_CHOICES = (50, 100, 200)
+
+
+class OverviewParams(BaseModel):
+    """Filters, sort and page of the server overview, from a query string: validated here,
+    so hostile input is refused (422) before it reaches the store.  Empty values (an "any"
+    choice of the page's form) count as absent; unknown parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tenant: Annotated[str, StringConstraints(max_length=200)] | None = None
+    product: Annotated[str, StringConstraints(max_length=40)] | None = None
+    status: Literal["current", "behind", "unsupported", "unknown", "not_applicable"] | None = None
+    stage: (
+        Annotated[int, Field(ge=0, le=99, description="applied stage; 0: nothing applied")] | None
+    ) = None
+    evidence: Literal["connector", "verified", "unverified"] | None = None
+    paused: bool | None = None
+    overridden: bool | None = None
+    search: (
+        Annotated[
+            str, StringConstraints(max_length=255), Field(description="part of the server name")
+        ]
+        | None
+    ) = None
+    include_inactive: bool = False
+    sort: Sort = "server"
+    order: Literal["asc", "desc"] = "asc"
+    page: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    per_page: Annotated[int, Field(ge=1, le=500)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
+
+    @field_validator("tenant", "product", "search")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isprintable():
+            raise ValueError("must not contain control characters")
+        return value or None
+
+    @property
+    def paged(self) -> bool:
+        """Whether the paged answer was asked for (``/api/v1/report``)."""
+        return self.page is not None or self.per_page is not None
+
+    @property
+    def filtered(self) -> bool:
+        fields = ("product", "status", "stage", "evidence", "paused", "overridden", "search")
+        return any(getattr(self, name) is not None for name in fields) or self.sort != "server"
+
+    def request(self, max_stage: int, tenant: str | None) -> OverviewRequest:
+        if self.stage is not None and self.stage > max_stage:
+            raise HTTPException(422, f"stage must be between 0 and {max_stage}")
+        return OverviewRequest(
+            tenant=tenant,
+            product=self.product,
+            status=self.status,
+            stage=self.stage,
+            evidence=self.evidence,
+            paused=self.paused,
+            overridden=self.overridden,
+            search=self.search,
+            include_inactive=self.include_inactive,
+            sort=self.sort,
+            descending=self.order == "desc",
+            page=self.page or 1,
+            per_page=self.per_page or PER_PAGE_CHOICES[0],
+        )
+
+    def query(self, **changes: Any) -> dict[str, str]:
+        """These parameters (with ``changes``) as a query string's items, defaults left out."""
+        values = {**self.model_dump(), **changes}
+        defaults = OverviewParams().model_dump()
+        return {
+            k: ("yes" if v else "no") if isinstance(v, bool) else str(v)
+            for k, v in values.items()
+            if v is not None and v != defaults[k]
+        }
+
+
+def overview_of(ctx: WebContext, who: Principal, params: OverviewParams) -> Overview:
+    """The overview as ``who`` may see it: a tenant admin sees only its own tenant."""
+    tenant = params.tenant if who.is_operator else who.tenant
+    request = params.request(len(ctx.config.policy.stages), tenant)
+    return overview(ctx.store, ctx.config.policy, ctx.catalog(), ctx.now(), request)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,7 +19,14 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from drossel.app.errors import AppError, Invalid, NotFound, http_status
-from drossel.app.report import day_of, pause_json, stage_rates
+from drossel.app.report import (
+    day_of,
+    grader,
+    pause_json,
+    server_filter,
+    stage_history,
+    stage_rates,
+)
 from drossel.config import ConfigError, parse_moment
 from drossel.storage.store import CONNECTOR_TYPES
 from drossel.storage.tokens import token_by_value
@@ -34,12 +41,15 @@ from drossel.web.auth import (
     token_key,
 )
 from drossel.web.common import (
+    PER_PAGE_CHOICES,
+    OverviewParams,
     WebContext,
     audit_json,
     budget_json,
     connector_json,
     not_found,
     override_json,
+    overview_of,
     report_rows,
     require_operator,
     require_server,
@@ -234,7 +244,7 @@ async def logout(request: Request) -> Response:
 def home(request: Request) -> Response:
     who = page_principal(request)
     if who.is_operator:
-        return redirect("/operator/tenants")
+        return redirect("/operator/servers")
     return redirect(f"/t/{quote(who.tenant or '', safe='')}")
 
 
@@ -498,6 +508,84 @@ async def _operator_change(
     except AppError as exc:
         return page(request, who, error_status, str(exc))
     return redirect(*done)
+
+
+def _overview_params(request: Request) -> OverviewParams:
+    """The page's query parameters, or 422 naming the bad ones (never echoing them)."""
+    try:
+        return OverviewParams.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        names = sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")})
+        raise HTTPException(
+            422, f"Invalid filter, sort or page: {', '.join(names) or 'parameters'}."
+        ) from None
+
+
+#: the columns of the server overview: (sort key, heading)
+OVERVIEW_COLUMNS = (
+    ("server", "Server"),
+    ("tenant", "Tenant"),
+    ("product", "Product / build"),
+    ("stage", "Stage now"),
+    ("first_seen", "First seen"),
+    ("last_seen", "Last seen"),
+    ("accepted", "Accepted today"),
+    ("throttled", "Throttled today"),
+    ("blocked", "Blocked today"),
+)
+
+
+@router.get("/operator/servers", response_class=HTMLResponse)
+def op_servers(request: Request) -> Response:
+    """Every server of every tenant (the default tenant included): filters, sort, pages,
+    today's counters, and the servers per stage over the last 90 days."""
+    ctx, who = _operator(request)
+    params = _overview_params(request)
+    result = overview_of(ctx, who, params)
+    policy = ctx.config.policy
+    now = ctx.now()
+    wanted = server_filter(
+        ctx.store,
+        policy,
+        now,
+        params.request(len(policy.stages), params.tenant),
+        grader(ctx.catalog(), policy, now.date()),
+    )
+    history = stage_history(ctx.store, policy, now, wanted)
+
+    def url(**changes: Any) -> str:
+        return "/operator/servers?" + urlencode(params.query(**changes))
+
+    sort_links = {
+        key: url(
+            sort=key,
+            order="desc" if params.sort == key and params.order == "asc" else "asc",
+            page=None,
+        )
+        for key, _ in OVERVIEW_COLUMNS
+    }
+    page = result.page
+    return render(
+        request,
+        "op_servers.html",
+        who,
+        params=params,
+        result=result,
+        rows=result.servers,
+        columns=OVERVIEW_COLUMNS,
+        sort_links=sort_links,
+        pages={
+            "first": url(page=None) if page > 1 else None,
+            "previous": url(page=page - 1 if page > 2 else None) if page > 1 else None,
+            "next": url(page=page + 1) if page < result.pages else None,
+            "last": url(page=result.pages) if page < result.pages else None,
+        },
+        tenants=[t.name for t in ctx.store.list_tenants()],
+        stages=range(len(policy.stages) + 1),
+        per_page_choices=PER_PAGE_CHOICES,
+        history_svg=Markup(views.stage_history_svg(history)),
+        history=history,
+    )
 
 
 @router.get("/operator/tenants", response_class=HTMLResponse)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from drossel.app.report import day_of, stage_rates
+from drossel.app.report import StageHistory, day_of, stage_rates
 from drossel.core.decision import relevant_pauses
 from drossel.core.policy import Policy
 from drossel.core.schedule import Pause, stage_at, stage_start
@@ -329,3 +329,88 @@ def _nice(value: int) -> int:
                 else int(-(-step * magnitude // 4) * 4)
             )
     return value
+
+
+#: colours of stages 1 .. 8 of the default schedule: report only, then throttling, then blocking
+STAGE_PALETTE = (
+    "#cfe8cf",
+    "#f7e08a",
+    "#f5c45c",
+    "#f0a500",
+    "#e8743b",
+    "#d9534f",
+    "#b03a2e",
+    "#7b1d12",
+)
+PAUSED_COLOUR = "#7fa7d6"
+
+
+def stage_colour(number: int, stages: int) -> str:
+    """The palette spread over however many stages the policy has."""
+    last = len(STAGE_PALETTE) - 1
+    return STAGE_PALETTE[round((number - 1) * last / max(stages - 1, 1))]
+
+
+def stage_history_svg(history: StageHistory, width: int = 900, height: int = 250) -> str:
+    """Stacked daily bars: servers at each stage (1 at the bottom), paused ones on top; the
+    servers on no clock are only counted in each bar's tooltip.  Numbers and dates only."""
+    left, right, top, bottom = 52, 8, 30, 28
+    inner_w, inner_h = width - left - right, height - top - bottom
+    keys = [str(n) for n in range(1, history.stages + 1)] + ["paused"]
+    colours = {str(n): stage_colour(n, history.stages) for n in range(1, history.stages + 1)}
+    colours["paused"] = PAUSED_COLOUR
+    peak = max((sum(c.get(k, 0) for k in keys) for c in history.counts), default=0)
+    scale_max = _nice(peak)
+    n = max(len(history.days), 1)
+    bar_w = inner_w / n
+    parts = [
+        f'<svg class="chart stages" viewBox="0 0 {width} {height}" width="100%" role="img" '
+        'aria-label="Servers per enforcement stage and day">'
+    ]
+    x = float(left)
+    for key in keys:  # legend
+        label = "paused" if key == "paused" else f"stage {key}"
+        parts.append(
+            f'<rect x="{x:.0f}" y="6" width="12" height="12" fill="{colours[key]}"/>'
+            f'<text x="{x + 16:.0f}" y="16" font-size="11" fill="#333">{label}</text>'
+        )
+        x += 16 + 7 * len(label) + 14
+    for i in range(5):
+        value = scale_max * i / 4
+        y = top + inner_h - inner_h * i / 4
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" '
+            f'fill="#555">{int(value)}</text>'
+        )
+    for index, (day, counts) in enumerate(zip(history.days, history.counts, strict=True)):
+        x = left + index * bar_w
+        y = top + inner_h
+        summary = ", ".join(
+            f"{'paused' if k == 'paused' else 'stage ' + k}: {counts[k]}"
+            for k in keys
+            if counts.get(k)
+        )
+        none = counts.get("none", 0)
+        title = f"{day.isoformat()}: {summary or 'no server on a clock'}; on no clock: {none}"
+        parts.append(f"<g><title>{title}</title>")
+        for key in keys:
+            value = counts.get(key, 0)
+            if not value:
+                continue
+            h = inner_h * value / scale_max
+            y -= h
+            parts.append(
+                f'<rect x="{x + 0.5:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 1):.1f}" '
+                f'height="{h:.1f}" fill="{colours[key]}"/>'
+            )
+        parts.append("</g>")
+        if index % 15 == 0 or index == n - 1:
+            last = index == n - 1  # the last label ends at the right edge
+            anchor = ' text-anchor="end"' if last else ""
+            parts.append(
+                f'<text x="{x + bar_w if last else x:.1f}" y="{height - 10}" font-size="10" '
+                f'fill="#555"{anchor}>{day.isoformat()[5:]}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)

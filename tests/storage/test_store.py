@@ -231,3 +231,26 @@ def test_notifications_are_claimed_once(store: Store) -> None:
     store.add_tenant("contoso", [], "t", NOW)
     assert store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
     assert not store.claim_notification("k1", "contoso", "ex", "first_detected", "body", NOW)
+
+
+def test_an_open_read_does_not_hold_up_writers(store: Store) -> None:
+    """A long read (the operator overview over 100,000 servers) runs while nodes write: on
+    SQLite a read begins deferred and reads a WAL snapshot, only writers lock."""
+    from sqlalchemy import text
+
+    store.save_server(record(NOW), "", NOW)
+    other = Store(store.url)
+    other.engine.dispose()
+    try:
+        with store.engine.connect() as reader:
+            before = reader.execute(text("SELECT count(*) FROM servers")).scalar_one()
+            # the read transaction is still open; another node writes and commits meanwhile
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(
+                    other.save_server, record(NOW, server="ex02.contoso.example"), "", NOW
+                ).result(timeout=5)
+            if store.is_sqlite:  # the reader's snapshot (PostgreSQL reads committed rows)
+                assert reader.execute(text("SELECT count(*) FROM servers")).scalar_one() == before
+        assert len(store.list_servers()) == before + 1
+    finally:
+        other.dispose()

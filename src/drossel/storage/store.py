@@ -140,14 +140,17 @@ class Store:
         if self.is_sqlite:
             private_sqlite_files(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin_immediate)
+            event.listen(self.engine, "begin", _sqlite_begin)
 
     # --- infrastructure -------------------------------------------------------------------
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """A write transaction (on SQLite it takes the write lock at once: see _sqlite_begin)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -819,8 +822,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+#: execution option marking a connection as a write transaction (``Store.tx``)
+_WRITE = "drossel_write"
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Writers (``Store.tx``) take SQLite's write lock when they begin (``BEGIN IMMEDIATE``),
+    so a read-then-write transaction waits its turn (busy_timeout) instead of failing on the
+    upgrade; readers begin deferred, and in WAL mode read a snapshot without any lock, so a
+    long read (the operator overview) never holds up the flusher or the web's writes."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
 def inserted_id(result: Any) -> int:

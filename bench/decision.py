@@ -1,45 +1,74 @@
-"""Per-message decision benchmark (not a test): detect + assess + decide for a known server.
+"""Per-message decision benchmark (not a test): detect + assess + decide for a known server,
+and the milter's resident memory with many cached servers and many idle connections.
 
-What one message costs on the shared per-message path, ``Enforcer.process``, in steady state:
-the server was seen before (warm-up), so its record and assessment are in the decision cache
-and no database is touched.  Header sets are realistic: two to eight ``Received:`` lines
-(some folded, an on-premises Exchange hop among Postfix and hosted hops) mixed with the usual
-other headers, as the milter hands them over (a list of ``(name, value)`` tuples, values still
-folded).
+**Decision.**  What one message costs on the per-message path in steady state: the server was
+seen before (warm-up), so its record and assessment are in the decision cache and no database
+is touched.  Header sets are realistic: two to eight ``Received:`` lines (some folded, an
+on-premises Exchange hop among Postfix and hosted hops) mixed with the usual other headers, as
+the MTA hands them over (a list of ``(name, value)`` tuples, values still folded).
 
 Rows, each over ``--rounds`` rounds of ``--iterations`` messages (per-call times pooled,
 median and p99 reported, and the median of the per-round medians as a spread check):
 
-* ``memory``/``sqlite`` store, ``cache``: the steady state (the figure of issue 12);
-* ``memory``/``sqlite`` store, ``no cache``: the cached record and assessment are dropped before
-  every message, so each one reads the store and grades the build again (the cold path);
-* ``memory, INFO log``: as ``memory, cache`` but with the ``drossel.decision`` logger at INFO
-  writing to a null stream, as a daemon logs;
+* ``milter default``: the engine exactly as ``drossel milter`` builds it
+  (:func:`drossel.runtime.build_enforcer`: the default SQLite store, an outage journal,
+  shared state refreshed off the message path) and the call the milter makes,
+  :meth:`~drossel.app.enforcer.Enforcer.process_async`, driven the way the milter drives it
+  when the answer comes from memory (one ``send``, no event-loop round); ``cache`` is the
+  figure of issue 12 (goal <= 20 µs median);
+* ``... no cache``: the cached record and assessment are dropped before every message, so each
+  one reads the store (in a worker thread, on an event loop) and grades the build again;
+* ``memory``: :meth:`~drossel.app.enforcer.Enforcer.process` on a ``MemoryStore`` (the shared
+  per-message path without the milter's coroutine), with and without the cache;
+* ``memory, cache, INFO log``: the ``drossel.decision`` logger at INFO writing to a null
+  stream, as a daemon logs by default;
+* ``memory, cache, connector``: every client matches an ``OnPremises`` connector, so every
+  sighting is trusted and every server's clock runs (first seen 45 days before: stage 3, the
+  minute of the hour decides throttle or accept): the enforcing path;
 * ``detect only``: :func:`detect_in_headers` alone, on the same headers;
 * reference ``HeaderParser``: :class:`email.parser.HeaderParser` parsing the same header block,
   measured in the same run; every other row is also given as a ratio of it.
 
-``--memory N`` (default off here, on in ``bench/run_all.py``) also runs, in a separate process,
-N distinct servers through ``Enforcer.process`` on a ``MemoryStore`` and prints that process's
-resident memory (goal: <= 150 MiB for 100,000 servers).
+**Memory** (``--memory N``, ``--connections N``; off here, on in ``bench/run_all.py``), each in
+its own process, resident memory (``VmRSS``) from ``/proc``:
+
+* ``milter, N servers cached``: a real ``drossel milter`` process with its defaults (SQLite
+  state, INFO log) on a state database holding N server records (bulk-filled as in
+  ``bench/scale.py``) is sent one message from each of the N servers on four connections, so
+  each server is read once and kept in the decision cache; RSS once every message is answered
+  (the last-seen times and counters still queued) and again once the flusher wrote them;
+* ``milter, N idle connections``: a fresh ``drossel milter`` (``max_connections`` raised above
+  N, the default is 512) gets N loopback connections that negotiate as Postfix does and then
+  stay idle; RSS before and with them open;
+* ``engine, MemoryStore, N servers``: N distinct servers through ``Enforcer.process`` on a
+  ``MemoryStore`` in one process, with the deep size of the cache and of the store's tables
+  (the store is the whole state database held in memory: a test and embedded store).
+
+Goal of issue 12: <= 150 MiB for 100,000 servers and for 1,000 idle connections.
 
     python bench/decision.py                          # 5 rounds x 20,000 messages
     python bench/decision.py --rounds 3 --iterations 5000 --json
-    python bench/decision.py --memory 100000
+    python bench/decision.py --no-decision --memory 100000 --connections 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import io
 import json
 import logging
+import os
 import random
+import socket
+import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -163,35 +192,56 @@ def timed(
 
 
 def make_enforcer(kind: str, tmp: Path):  # type: ignore[no-untyped-def]
+    """``default``: as ``drossel milter`` builds its engine; ``memory``: on a MemoryStore."""
     from drossel.app.enforcer import Enforcer
     from drossel.app.memory import MemoryStore
-    from drossel.config import Config
-    from drossel.runtime import open_store
+    from drossel.config import Config, config_from_dict
+    from drossel.runtime import build_enforcer
 
-    store = MemoryStore() if kind == "memory" else open_store(f"sqlite:///{tmp / 'bench.db'}")
-    return Enforcer(store, Config(), lambda: NOW, auto_refresh=False)
+    if kind == "memory":
+        return Enforcer(MemoryStore(), Config(), lambda: NOW, auto_refresh=False)
+    url = f"sqlite:///{tmp / 'state.db'}"
+    config = config_from_dict({"storage": {"url": url, "journal": str(tmp / "journal.jsonl")}})
+    return build_enforcer(config, lambda: NOW, db=url)
+
+
+def through_the_milter(enforcer):  # type: ignore[no-untyped-def]
+    """``process_async`` as the milter runs it when the engine answers from memory: the
+    coroutine is started from the socket callback and finishes without suspending."""
+    process_async = enforcer.process_async
+
+    def call(headers: Headers, client: object, now: datetime) -> object:
+        coroutine = process_async(headers, client, now)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return done.value
+        raise AssertionError("process_async suspended on a cached server")
+
+    return call
 
 
 def measure_store(
     kind: str, messages: list[Headers], iterations: int, rounds: int, tmp: Path
 ) -> list[dict[str, object]]:
-    """The rows of one store: warm-up, then steady state, cold path (and, for the memory store,
-    INFO logging and detection alone).  The clock advances 50 ms per message, as in a daemon:
-    every message moves its server's ``last_seen``."""
+    """The rows of one engine: warm-up, then steady state and the cold path (and, on the
+    memory store, INFO logging, connector clients and detection alone).  The clock advances
+    50 ms per message, as in a daemon: every message moves its server's ``last_seen``."""
     from drossel.app.enforcer import ClientInfo
     from drossel.core.detection import detect_in_headers
 
     n = len(messages)
     client = ClientInfo(addr="192.0.2.10", name="mx.corp.example", helo="mx.corp.example")
     enforcer = make_enforcer(kind, tmp)
-    process = enforcer.process
+    name = "milter default (SQLite, process_async)" if kind == "default" else kind
+    process = through_the_milter(enforcer) if kind == "default" else enforcer.process
     keys = []
     for headers in messages:  # warm-up: every server known and cached
-        outcome = process(headers, client, NOW)
+        outcome = enforcer.process(headers, client, NOW)
         assert outcome.detection.connecting is not None, "no server detected"
         keys.append((outcome.facts.tenant, outcome.detection.connecting.server))
     enforcer.flush()
-    total = max(iterations, n) * rounds * 3
+    total = max(iterations, n) * rounds * 4
     nows = [NOW + timedelta(milliseconds=50 * k) for k in range(total)]
     step = iter(range(total))
 
@@ -199,7 +249,7 @@ def measure_store(
         return process(messages[i], client, nows[next(step)])
 
     rows: list[dict[str, object]] = [
-        {"row": f"{kind}, cache", **timed(steady, None, n, iterations, rounds)}
+        {"row": f"{name}, cache", **timed(steady, None, n, iterations, rounds)}
     ]
     cache = enforcer.cache
 
@@ -207,8 +257,18 @@ def measure_store(
         cache.records.pop(keys[i], None)
         cache.assessments.clear()
 
-    cold = timed(steady, drop, n, max(n, iterations // 10), rounds)
-    rows.append({"row": f"{kind}, no cache", **cold})
+    if kind == "default":  # a server not in memory is read in a worker thread
+        loop = asyncio.new_event_loop()
+
+        def cold_call(i: int) -> object:
+            coroutine = enforcer.process_async(messages[i], client, nows[next(step)])
+            return loop.run_until_complete(coroutine)
+
+        cold = timed(cold_call, drop, n, max(n, iterations // 10), rounds)
+        loop.close()
+    else:
+        cold = timed(steady, drop, n, max(n, iterations // 10), rounds)
+    rows.append({"row": f"{name}, no cache", **cold})
     if kind == "memory":
         logger = logging.getLogger("drossel.decision")
         handler = logging.StreamHandler(io.StringIO())
@@ -231,6 +291,7 @@ def measure_store(
             logger.removeHandler(handler)
             logger.setLevel(old_level)
             logger.propagate = old_propagate
+        rows.append(connector_row(messages, iterations, rounds))
         catalog, trusted = enforcer.catalog, enforcer.policy.trusted_hosts
 
         def detect_only(i: int) -> object:
@@ -241,6 +302,49 @@ def measure_store(
     return rows
 
 
+def connector_row(messages: list[Headers], iterations: int, rounds: int) -> dict[str, object]:
+    """Steady state of servers whose clocks run: the client matches an ``OnPremises``
+    connector (trusted evidence), every server was first seen 45 days ago (stage 3: ten
+    throttled minutes an hour, at each server's own offset)."""
+    from drossel.app.enforcer import ClientInfo
+
+    enforcer = make_enforcer("memory", Path("."))
+    enforcer.store.add_tenant("corp", [], "bench", NOW)
+    enforcer.store.add_connector(
+        "corp", "exchange", "OnPremises", ["192.0.2.0/24"], None, "bench", NOW
+    )
+    enforcer.refresh()
+    client = ClientInfo(addr="192.0.2.10", name="mx.corp.example", helo="mx.corp.example")
+    started = NOW - timedelta(days=45)
+    actions: dict[str, int] = {}
+    for headers in messages:
+        outcome = enforcer.process(headers, client, started)
+        assert outcome.facts.connector_type == "OnPremises", outcome.facts
+    enforcer.flush()
+    n = len(messages)
+    total = max(iterations, n) * rounds
+    nows = [NOW + timedelta(milliseconds=50 * k) for k in range(total)]
+    step = iter(range(total))
+    process = enforcer.process
+
+    def steady(i: int) -> object:
+        return process(messages[i], client, nows[next(step)])
+
+    row = {
+        "row": "memory, cache, connector (clocks running)",
+        **timed(steady, None, n, iterations, rounds),
+    }
+    later = nows[-1]
+    for minute in range(60):  # both outcomes of the windows occur among these servers
+        for headers in messages[:20]:
+            verdict = process(headers, client, later + timedelta(minutes=minute)).verdict
+            assert verdict.stage == 3, verdict
+            actions[verdict.action] = actions.get(verdict.action, 0) + 1
+    assert actions.get("throttle") and actions.get("accept"), actions
+    enforcer.store.dispose()
+    return row
+
+
 def measure(iterations: int, rounds: int, sets: int) -> list[dict[str, object]]:
     messages = header_sets(sets)
     blocks = [block_of(h) for h in messages]
@@ -248,7 +352,7 @@ def measure(iterations: int, rounds: int, sets: int) -> list[dict[str, object]]:
     ref = timed(lambda i: parser.parsestr(blocks[i]), None, sets, iterations, rounds)
     rows: list[dict[str, object]] = [{"row": "reference: email HeaderParser", **ref}]
     with tempfile.TemporaryDirectory() as tmp_dir:
-        for kind in ("memory", "sqlite"):
+        for kind in ("default", "memory"):
             rows += measure_store(kind, messages, iterations, rounds, Path(tmp_dir))
     base = ref["median_us"]
     for row in rows:
@@ -259,8 +363,8 @@ def measure(iterations: int, rounds: int, sets: int) -> list[dict[str, object]]:
 # --- memory ----------------------------------------------------------------------------------
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -342,6 +446,212 @@ def memory(servers: int) -> dict[str, float]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+# --- memory of a real milter process ---------------------------------------------------------
+
+
+def _packet(command: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload) + 1) + command + payload
+
+
+#: Postfix 3 (protocol 6) offering every action and every step, as in the milter tests
+OPTNEG = _packet(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
+
+
+def milter_message(i: int, build: str) -> bytes:
+    """One message as Postfix hands it to a milter: MAIL-stage macros, MAIL, RCPT, the
+    headers (a ``Received:`` line of server ``i`` and a subject), end of headers and end of
+    message (drossel adds its header at the end of the message by default)."""
+    from scale import fqdn
+
+    received = (
+        f"from mbx{i % 5}.t{i % 97:02d}.example (10.0.0.{i % 200}) by {fqdn(i)} (10.0.0.1) "
+        f"with Microsoft SMTP Server id {build}; Mon, 2 Mar 2026 10:00:{i % 60:02d} +0000"
+    )
+    return b"".join(
+        [
+            _packet(b"D", b"Mi\x00Q%07d\x00{client_addr}\x00192.0.2.10\x00" % i),
+            _packet(b"M", b"<alerts@t.example>\x00"),
+            _packet(b"R", b"<ops@receiver.example>\x00"),
+            _packet(b"L", b"Received\x00" + received.encode() + b"\x00"),
+            _packet(b"L", b"Subject\x00hello\x00"),
+            _packet(b"N"),
+            _packet(b"E"),
+        ]
+    )
+
+
+class MilterClient:
+    """One MTA connection to the milter: negotiates, then sends messages and waits for each
+    one's final answer (accept, tempfail or reject)."""
+
+    def __init__(self, port: int) -> None:
+        from drossel.milter.framing import PacketDecoder
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=300)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.decoder = PacketDecoder()
+        self.sock.sendall(OPTNEG)
+        while not any(p.command == b"O" for p in self._receive()):
+            pass
+
+    def _receive(self) -> list:  # type: ignore[type-arg]
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the milter closed the connection")
+        return self.decoder.feed(data)
+
+    def send(self, messages: list[bytes]) -> None:
+        self.sock.sendall(b"".join(messages))
+        left = len(messages)
+        while left > 0:
+            left -= sum(1 for p in self._receive() if p.command in (b"a", b"t", b"r"))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_milter(
+    tmp: Path, db_url: str, max_connections: int = 512
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``drossel milter`` with its defaults but the state, journal and address given here."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = tmp / "drossel.toml"
+    config.write_text(
+        f'[storage]\nurl = "{db_url}"\njournal = "{tmp / "journal.jsonl"}"\n'
+        f'[milter]\nlisten = "inet:127.0.0.1:{port}"\nmax_connections = {max_connections}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
+    log = (tmp / "milter.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drossel.cli.main", "milter", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError((tmp / "milter.log").read_text()[-2000:])
+        try:
+            MilterClient(port).close()  # it negotiates: the milter is serving
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("drossel milter did not start") from None
+            time.sleep(0.2)
+    return proc, port
+
+
+def stop_milter(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def settle_rss(pid: int, seconds: float = 3.0) -> float:
+    """RSS once the process stopped moving (its flusher runs every second)."""
+    time.sleep(seconds)
+    return rss_mib(pid)
+
+
+def milter_servers(servers: int, connections: int = 4) -> dict[str, float]:
+    """A real milter with ``servers`` servers in its decision cache (see the docstring)."""
+    from scale import BUILD, fill
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        db = tmp / "state.db"
+        fill(f"sqlite:///{db}", servers)
+        proc, port = start_milter(tmp, f"sqlite:///{db}")
+        try:
+            before = settle_rss(proc.pid)
+            started = time.perf_counter()
+
+            def work(part: int) -> None:
+                client = MilterClient(port)
+                batch: list[bytes] = []
+                for i in range(part, servers, connections):
+                    batch.append(milter_message(i, BUILD))
+                    if len(batch) == 100:
+                        client.send(batch)
+                        batch = []
+                if batch:
+                    client.send(batch)
+                client.close()
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(connections)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - started
+            answered = rss_mib(proc.pid)
+            # wait for the flusher: every server's last-seen time written
+            deadline = time.monotonic() + 1800
+            written = 0
+            while time.monotonic() < deadline and proc.poll() is None:
+                with sqlite3.connect(db, timeout=30) as conn:
+                    written = conn.execute(
+                        "SELECT count(*) FROM servers WHERE last_seen > first_detected"
+                    ).fetchone()[0]
+                if written >= servers:
+                    break
+                time.sleep(2)
+            flushed_after = time.perf_counter() - started
+            flushed = settle_rss(proc.pid)
+            assert proc.poll() is None, (tmp / "milter.log").read_text()[-2000:]
+        finally:
+            stop_milter(proc)
+    return {
+        "servers": servers,
+        "rss_before_mib": before,
+        "rss_answered_mib": answered,
+        "rss_mib": flushed,
+        "written": written,
+        "seconds": elapsed,
+        "flushed_seconds": flushed_after,
+    }
+
+
+def milter_connections(count: int) -> dict[str, float]:
+    """A real milter holding ``count`` idle, negotiated MTA connections (see the docstring)."""
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        proc, port = start_milter(tmp, f"sqlite:///{tmp / 'state.db'}", count + 64)
+        clients: list[MilterClient] = []
+        try:
+            # one message first, so the engine, its catalog and a session are warm
+            warm = MilterClient(port)
+            warm.send([milter_message(0, "15.2.1748.39")])
+            warm.close()
+            before = settle_rss(proc.pid)
+            for _ in range(count):
+                clients.append(MilterClient(port))
+            idle = settle_rss(proc.pid)
+            # still serving: one more message on a new connection gets its answer
+            probe = MilterClient(port)
+            probe.send([milter_message(1, "15.2.1748.39")])
+            probe.close()
+            assert proc.poll() is None, (tmp / "milter.log").read_text()[-2000:]
+        finally:
+            for client in clients:
+                client.close()
+            stop_milter(proc)
+    return {
+        "connections": count,
+        "rss_before_mib": before,
+        "rss_mib": idle,
+        "per_connection_kib": (idle - before) * 1024 / count,
+    }
+
+
 # --- output ----------------------------------------------------------------------------------
 
 
@@ -363,11 +673,20 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20_000, help="messages per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sets", type=int, default=200, help="distinct header sets / servers")
-    parser.add_argument("--memory", type=int, default=0, help="servers for the memory row")
-    parser.add_argument("--no-decision", action="store_true", help="only the memory row")
+    parser.add_argument("--memory", type=int, default=0, help="servers for the memory rows")
+    parser.add_argument(
+        "--connections", type=int, default=0, help="idle connections for the milter memory row"
+    )
+    parser.add_argument(
+        "--no-engine-memory",
+        action="store_true",
+        help="skip the in-process MemoryStore row of --memory",
+    )
+    parser.add_argument("--no-decision", action="store_true", help="only the memory rows")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--memory-node", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/scale.py
     if args.memory_node:
         print(json.dumps(memory_node(args.memory_node)))
         return
@@ -380,15 +699,37 @@ def main() -> None:
             f"{args.sets} header sets (2-8 Received lines)"
         )
         print(table(rows))
+    lines = []
     if args.memory:
+        cached = milter_servers(args.memory)
+        results["milter_servers"] = cached
+        lines.append(
+            f"| milter, {cached['servers']:,} servers cached | {cached['rss_mib']:.1f} | "
+            f"{cached['rss_before_mib']:.1f} | {cached['rss_answered_mib']:.1f} MiB with the "
+            f"last-seen times and counters still queued; {cached['seconds']:.0f} s to send, "
+            f"{cached['flushed_seconds']:.0f} s until written |"
+        )
+    if args.connections:
+        idle = milter_connections(args.connections)
+        results["milter_connections"] = idle
+        lines.append(
+            f"| milter, {idle['connections']:,} idle connections | {idle['rss_mib']:.1f} | "
+            f"{idle['rss_before_mib']:.1f} | {idle['per_connection_kib']:.1f} KiB per "
+            f"connection |"
+        )
+    if args.memory and not args.no_engine_memory:
         mem = memory(args.memory)
         results["memory"] = mem
-        print(
-            f"memory: {mem['servers']:,} servers in the DecisionCache (MemoryStore): "
-            f"RSS {mem['rss_mib']:.1f} MiB (before: {mem['rss_before_mib']:.1f} MiB; "
-            f"cache records {mem['cache_mib']:.1f} MiB, MemoryStore tables "
-            f"{mem['store_mib']:.1f} MiB; {mem['seconds']:.1f} s)"
+        lines.append(
+            f"| engine, MemoryStore, {mem['servers']:,} servers | {mem['rss_mib']:.1f} | "
+            f"{mem['rss_before_mib']:.1f} | cache records {mem['cache_mib']:.1f} MiB, "
+            f"MemoryStore tables {mem['store_mib']:.1f} MiB; {mem['seconds']:.1f} s |"
         )
+    if lines:
+        print("memory: resident set (VmRSS) of the process, MiB (goal <= 150)")
+        print("| row | RSS | RSS before | notes |")
+        print("|---|---:|---:|---|")
+        print("\n".join(lines))
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -12,8 +12,9 @@ It holds no rules: the enforcer decides what to put in and when.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from drossel.app.records import Connector
 from drossel.core.assessment import Assessment
@@ -63,7 +64,7 @@ class DecisionCache:
 
     def written(self, key: ServerKey, record: ServerRecord) -> None:
         """A blind record reached the database: it is an ordinary cached record again."""
-        self.records[key] = record
+        self.records[key] = compact(record, key)
         self.blind.discard(key)
 
     def assessment(self, build: Build, day: date) -> Assessment | None:
@@ -73,3 +74,40 @@ class DecisionCache:
         if len(self.assessments) >= MAX_ASSESSMENTS:
             self.assessments.clear()
         self.assessments[(build, day)] = assessment
+
+
+_NO_TIME = timedelta(0)
+
+
+def compact(record: ServerRecord, key: ServerKey) -> ServerRecord:
+    """``record`` as read from the database, made to share what it repeats: the key's own
+    tenant and server strings, one interned copy of its build, product, status, connector type,
+    evidence and client, and one time object where the clock started at the first detection.
+    Equal in every field (and in how each prints); a cached server costs about a third less.
+    A record that does not belong to ``key`` is returned as it is."""
+    tenant, server = key
+    if record.tenant != tenant or record.server != server:
+        return record
+    first = record.first_detected
+    clock_start = record.clock_start
+    if clock_start is not None and clock_start == first and clock_start.tzinfo is first.tzinfo:
+        clock_start = first
+    credit = record.clock_credit
+    intern = sys.intern
+    via = record.via
+    return ServerRecord(
+        tenant,
+        server,
+        first,
+        record.last_seen,
+        intern(record.build),
+        intern(record.product),
+        intern(record.status),  # type: ignore[arg-type]  # the same literal, interned
+        clock_start,
+        _NO_TIME if credit == _NO_TIME else credit,
+        record.remediated_at,
+        intern(record.connector_type),
+        intern(record.evidence),  # type: ignore[arg-type]
+        None if via is None else intern(via),
+        record.trusted,
+    )

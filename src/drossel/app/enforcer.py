@@ -34,7 +34,7 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from drossel.app.cache import DecisionCache, ServerKey
+from drossel.app.cache import DecisionCache, ServerKey, compact
 from drossel.app.catalog_source import SETTING_KEY, load_catalog, packaged_catalog
 from drossel.app.journal import Journal
 from drossel.app.outage import Observation, OutageQueue, event_from_json
@@ -56,7 +56,7 @@ from drossel.core.decision import (
     verdict_for,
 )
 from drossel.core.detection import DetectedServer, Detection, detect_in_headers
-from drossel.core.frozen import fast_init
+from drossel.core.frozen import fast_init, maker
 from drossel.metrics import DB_ERRORS, DECISION_SECONDS, VERDICTS
 
 log = logging.getLogger("drossel.decision")
@@ -100,6 +100,8 @@ class Outcome:
     detection: Detection
     facts: ConnectionFacts
 
+
+_make_outcome = maker(Outcome)
 
 #: a bare ``Enforcer`` works on any store; the daemons use ``Enforcer[Store]``
 StoreT = TypeVar("StoreT", bound=StateStore, default=StateStore, covariant=True)
@@ -293,7 +295,7 @@ class Enforcer(Generic[StoreT]):
             with self._lock:
                 self._went_offline("read", exc)
             return None, False
-        return (stored.record if stored else None), True
+        return (compact(stored.record, key) if stored else None), True
 
     def _prepare(
         self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime
@@ -309,7 +311,9 @@ class Enforcer(Generic[StoreT]):
             verdict = decide(detection, facts, _NO_STATE, now, self.policy, self.catalog)
             return Outcome(verdict, detection, facts)
         day = now.date()
-        assessment = self.assessment(server.build, day)
+        assessment = self.cache.assessments.get((server.build, day))
+        if assessment is None:
+            assessment = self.assessment(server.build, day)
         key = (facts.tenant, server.server)
         return _Pending(detection, facts, server, assessment, key, key in self.cache.records, day)
 
@@ -402,7 +406,7 @@ class Enforcer(Generic[StoreT]):
                 facts.client_addr,
                 verdict.reason,
             )
-        return Outcome(verdict, pending.detection, facts)
+        return _make_outcome(verdict, pending.detection, facts)
 
     def process(
         self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime | None = None

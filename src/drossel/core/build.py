@@ -8,6 +8,7 @@ so a build is kept as four integers and printed in either spelling on demand.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 
 _BUILD_RE = re.compile(r"^\s*(\d{1,4})\.(\d{1,4})\.(\d{1,6})\.(\d{1,6})\s*$")
@@ -24,7 +25,8 @@ class Build:
     """A four-part Exchange build number, ordered numerically.
 
     Its hash and short form are worked out once, when it is made: a build is a dictionary key
-    (catalog, assessments) and is spelt out for every message, far more often than made."""
+    (catalog, assessments) and is spelt out for every message, far more often than made; the
+    short form is interned, so the records of many servers on one build share one string."""
 
     major: int
     minor: int
@@ -35,7 +37,7 @@ class Build:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        short = f"{self.major}.{self.minor}.{self.build}.{self.revision}"
+        short = sys.intern(f"{self.major}.{self.minor}.{self.build}.{self.revision}")
         object.__setattr__(self, "short", short)
         object.__setattr__(self, "_hash", hash((self.major, self.minor, self.build, self.revision)))
 

@@ -15,7 +15,7 @@ from typing import Literal
 from drossel.core.assessment import Assessment, assess
 from drossel.core.catalog import Catalog
 from drossel.core.detection import DetectedServer, Detection
-from drossel.core.frozen import fast_init
+from drossel.core.frozen import fast_init, maker
 from drossel.core.policy import Policy, Status
 from drossel.core.schedule import (
     EnforcementClock,
@@ -294,7 +294,7 @@ def observe_changes(
     connector_type = facts.connector_type
     trusted_now = was_trusted or is_trusted
     if record is None:
-        new = ServerRecord(
+        new = _make_record(
             facts.tenant,
             server.server,
             first_detected,
@@ -334,7 +334,7 @@ def observe_changes(
         and remediated_at is record.remediated_at
     ):
         return record, False
-    new = ServerRecord(
+    new = _make_record(
         record.tenant,
         record.server,
         first_detected,
@@ -354,6 +354,7 @@ def observe_changes(
 
 
 _NO_TIME = timedelta(0)
+_make_record = maker(ServerRecord)
 
 
 def _applies(
@@ -368,7 +369,7 @@ def _applies(
 
 
 def _with_last_seen(old: ServerRecord, last_seen: datetime) -> ServerRecord:
-    return ServerRecord(
+    return _make_record(
         old.tenant,
         old.server,
         old.first_detected,
@@ -411,6 +412,8 @@ class Applied:
 
 
 NOTHING = Applied(scheduled=None, stage=0, throttle_minutes=0, block_minutes=0, reason=None)
+_make_applied = maker(Applied)
+_make_verdict = maker(Verdict)
 
 
 def applied_state(
@@ -429,25 +432,33 @@ def applied_state(
     if not assessment.persistently_vulnerable or record is None:
         return NOTHING
     mine = relevant_pauses(pauses, record.tenant, record.server) if pauses else []
-    clock = record.clock if record.running or _resumable(record, now, policy) else None
-    scheduled = stage_at(policy, clock, now, mine) if clock else stage_for_day(policy, 0)
+    if record.clock_start is not None and (
+        record.remediated_at is None or _resumable(record, now, policy)
+    ):  # running, or stopped by a remediation a regression now would resume
+        clock = record.clock
+        assert clock is not None
+        scheduled = stage_at(policy, clock, now, mine)
+    else:
+        scheduled = stage_for_day(policy, 0)
     for override in overrides:
         if override.applies(record.tenant, record.server, now):
             until = f" until {override.expires.isoformat()}" if override.expires else ""
             reason = f"override{until}: {override.reason}"
-            return Applied(scheduled, 0, 0, 0, reason, override=override)
+            return _make_applied(scheduled, 0, 0, 0, reason, override=override)
     blocker = enforcement_blocker(
         policy, assessment.status, record.product, connector_type, evidence, via
     )
     if blocker is not None:
-        return Applied(scheduled, 0, 0, 0, blocker)
+        return _make_applied(scheduled, 0, 0, 0, blocker)
     active = [p for p in mine if p.active_at(now)]
     if active:
         pause_end = max(p.end for p in active)
         reason = f"paused until {pause_end.isoformat()}"
-        return Applied(scheduled, 0, 0, 0, reason, paused_until=pause_end)
+        return _make_applied(scheduled, 0, 0, 0, reason, paused_until=pause_end)
     stage = scheduled.stage
-    return Applied(scheduled, scheduled.number, stage.throttle_minutes, stage.block_minutes, None)
+    return _make_applied(
+        scheduled, scheduled.number, stage.throttle_minutes, stage.block_minutes, None
+    )
 
 
 def _reply_text(policy: Policy, action: Action, minutes: int) -> str:
@@ -536,7 +547,7 @@ def verdict_for(
             minutes = applied.throttle_minutes if action == "throttle" else applied.block_minutes
             text = _reply_text(policy, action, minutes)
             reason = f"stage {state.stage} {action} window"
-    return Verdict(
+    return _make_verdict(
         action,
         reason,
         server,

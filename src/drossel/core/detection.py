@@ -31,7 +31,7 @@ from functools import lru_cache
 
 from drossel.core.build import PRODUCT_ONLINE, Build, product_of
 from drossel.core.catalog import Catalog
-from drossel.core.frozen import fast_init
+from drossel.core.frozen import fast_init, maker
 from drossel.core.hosted import MICROSOFT_HOSTED, HostedRule, HostedServices
 
 MAX_HEADER_BYTES = 1_048_576
@@ -232,7 +232,7 @@ class _Remembered:
             return None
         impossible = catalog is not None and self.impossible_in(catalog)
         header = self.prefix + tail[1:]
-        return Hop(
+        return _make_hop(
             t.by,
             t.from_,
             t.build,
@@ -276,6 +276,8 @@ def _remembered(raw: str, hosted: HostedServices) -> tuple[_Remembered, str] | N
             _MEMO.clear()
             _PLANS.clear()
         prefix = unfold(key)
+        if prefix == key:  # not folded: one string for both
+            prefix = key
         entry = _MEMO[key] = _Remembered(prefix, _parse(prefix, 0, hosted))
     return entry, tail
 
@@ -441,10 +443,9 @@ def detect_in_headers(
         # A hop needs "Microsoft" or "mapi"; unfolding only touches white space, so an ASCII
         # value without either word (in any case) is skipped before any unfolding or regex
         # work (non-ASCII takes the full path: re.IGNORECASE also folds e.g. U+017F to "s").
-        if "Microsoft" not in raw and "mapi" not in raw and raw.isascii():
-            lowered = raw.lower()
-            if "microsoft" not in lowered and "mapi" not in lowered:
-                continue
+        lowered = raw.lower()
+        if "microsoft" not in lowered and "mapi" not in lowered and raw.isascii():
+            continue
         found = _remembered(raw, hosted)
         if found is None:
             hop = _parse(unfold(raw), position - 1, hosted)
@@ -459,7 +460,7 @@ def detect_in_headers(
                 if entries is not None:
                     entries.append(entry)
     if not hops:
-        return Detection(hops=(), connecting=None, origin=None)
+        return NO_DETECTION
     if entries is None:
         plan = _plan(hops, trusted)
     else:
@@ -475,13 +476,13 @@ def detect_in_headers(
                 _PLANS.clear()
             _PLANS[key] = (catalog, plan)
     if plan is None:
-        return Detection(hops=tuple(hops), connecting=None, origin=None)
+        return _make_detection(tuple(hops), None, None)
     anchor, best, origin_anchor, origin_best = plan
     connecting = _detected(hops[anchor], hops[best])
     if origin_anchor == anchor and origin_best == best:
-        return Detection(hops=tuple(hops), connecting=connecting, origin=connecting)
+        return _make_detection(tuple(hops), connecting, connecting)
     origin = _detected(hops[origin_anchor], hops[origin_best])
-    return Detection(hops=tuple(hops), connecting=connecting, origin=origin)
+    return _make_detection(tuple(hops), connecting, origin)
 
 
 MAX_PLANS = 4096
@@ -508,7 +509,12 @@ def _plan(hops: list[Hop], trusted: frozenset[str]) -> _Plan | None:
 
 def _detected(anchor: Hop, best: Hop) -> DetectedServer:
     assert anchor.by is not None and best.build is not None and best.product is not None
-    return DetectedServer(anchor.by, best.build, best.product, best.header)
+    return _make_server(anchor.by, best.build, best.product, best.header)
+
+
+_make_hop = maker(Hop)
+_make_server = maker(DetectedServer)
+_make_detection = maker(Detection)
 
 
 _NO_HOSTS: frozenset[str] = frozenset()

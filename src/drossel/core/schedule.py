@@ -19,6 +19,7 @@ from drossel.core.frozen import fast_init
 from drossel.core.policy import Policy, Stage
 
 DAY = timedelta(days=1)
+_NO_TIME = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ def effective_age(clock: EnforcementClock, now: datetime, pauses: Iterable[Pause
     end = min(now, clock.remediated_at) if clock.remediated_at else now
     if end <= clock.clock_start:
         return timedelta(0)
-    paused = paused_time((clock.clock_start, end), pauses)
+    paused = paused_time((clock.clock_start, end), pauses) if pauses else _NO_TIME
     return max(end - clock.clock_start - clock.credit - paused, timedelta(0))
 
 

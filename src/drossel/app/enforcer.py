@@ -143,6 +143,7 @@ class Enforcer(Generic[StoreT]):
         #: :meth:`classify` per client, for the connectors it was worked out from
         self._facts: dict[ClientInfo, ConnectionFacts] = {}
         self._facts_from: list[Connector] | None = None
+        self._day: date | None = None
         try:
             self.catalog = catalog or load_catalog(store)
         except Exception:
@@ -311,6 +312,10 @@ class Enforcer(Generic[StoreT]):
             verdict = decide(detection, facts, _NO_STATE, now, self.policy, self.catalog)
             return Outcome(verdict, detection, facts)
         day = now.date()
+        if day == self._day:  # one date object per day in the queued counter keys
+            day = self._day
+        else:
+            self._day = day
         assessment = self.cache.assessments.get((server.build, day))
         if assessment is None:
             assessment = self.assessment(server.build, day)

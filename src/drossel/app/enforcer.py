@@ -426,12 +426,11 @@ class Enforcer(Generic[StoreT]):
             pending = self._prepare(headers, client, now)
             if isinstance(pending, Outcome):
                 return pending
-            if pending.cached:
-                verdict = self._finish(pending, now, None)
-                return self._account(verdict, pending, started)
-        read = self._read(pending.key)
-        with self._lock:
-            verdict = self._finish(pending, now, read)
+            verdict = self._finish(pending, now, None) if pending.cached else None
+        if verdict is None:
+            read = self._read(pending.key)
+            with self._lock:
+                verdict = self._finish(pending, now, read)
         return self._account(verdict, pending, started)
 
     async def process_async(
@@ -454,9 +453,9 @@ class Enforcer(Generic[StoreT]):
             pending = self._prepare(headers, client, now)
             if isinstance(pending, Outcome):
                 return pending
-            if pending.cached:
-                verdict = self._finish(pending, now, None)
-                return self._account(verdict, pending, started)
+            verdict = self._finish(pending, now, None) if pending.cached else None
+        if verdict is not None:
+            return self._account(verdict, pending, started)
         read: tuple[ServerRecord | None, bool]
         if read_timeout is None:
             read_timeout = self.config.storage.read_timeout

@@ -60,7 +60,8 @@ _DATE_TAIL_RE = re.compile(
 MAX_MEMO = 10_000
 """Bound on remembered Received prefixes (cleared when full; cheap to recompute)."""
 MAX_MEMO_PREFIX = 512
-"""Only prefixes up to this length are remembered (real ones have 100-300 characters)."""
+"""Only prefixes up to this length are remembered (the text before the date as received,
+folds included; real ones have 100-300 characters)."""
 
 
 @fast_init
@@ -204,25 +205,25 @@ def parse_hop(value: str, position: int, hosted: HostedServices = MICROSOFT_HOST
 
 class _Remembered:
     """What the memo keeps of one line's text up to the ``;`` before its date: the unfolded
-    text, the hop parsed from it (position 0) and, per catalog, whether its build line is
-    impossible on premises (a plain class: entries are written once and read per message)."""
+    text, the hop parsed from it (position 0) and whether its build line is impossible on
+    premises by the catalog last asked about (a plain class: read per message)."""
 
-    __slots__ = ("catalog", "impossible", "local", "prefix", "template")
+    __slots__ = ("marked", "prefix", "template")
 
     def __init__(self, prefix: str, template: Hop | None) -> None:
         self.prefix = prefix
         self.template = template
-        #: on premises unless the catalog or the trusted hosts say otherwise
-        self.local = template is not None and _plausibly_on_premises(template)
-        self.catalog: Catalog | None = None
-        self.impossible = False
+        #: (catalog, impossible by it), replaced as one value: threads may share the memo
+        self.marked: tuple[Catalog | None, bool] = (None, False)
 
     def impossible_in(self, catalog: Catalog) -> bool:
-        if catalog is not self.catalog:
-            template = self.template
-            self.impossible = template is not None and _impossible(template, catalog)
-            self.catalog = catalog
-        return self.impossible
+        marked = self.marked
+        if marked[0] is catalog:
+            return marked[1]
+        template = self.template
+        impossible = template is not None and _impossible(template, catalog)
+        self.marked = (catalog, impossible)
+        return impossible
 
     def hop(self, position: int, tail: str, catalog: Catalog | None) -> Hop | None:
         """The hop of a line with this text before its date: ``tail`` is the unfolded rest
@@ -336,18 +337,14 @@ def _parse(value: str, position: int, hosted: HostedServices) -> Hop | None:
     )
 
 
-def _plausibly_on_premises(hop: Hop) -> bool:
-    """The part of :func:`_on_premises` that depends on the hop alone."""
-    return (
-        not hop.cloud and hop.build is not None and hop.product is not None and hop.by is not None
-    )
-
-
 def _on_premises(hop: Hop, trusted: frozenset[str]) -> bool:
     return (
-        _plausibly_on_premises(hop)
+        not hop.cloud
         and not hop.impossible
-        and not (trusted and _is_trusted(hop.by or "", trusted))
+        and hop.build is not None
+        and hop.product is not None
+        and hop.by is not None
+        and not _is_trusted(hop.by, trusted)
     )
 
 
@@ -421,7 +418,12 @@ def detect_in_headers(
     """Run detection on already split headers (name, value); values may still be folded.
 
     ``hosted`` is the knowledge of Microsoft's hosted mail (the shipped data by default);
-    ``catalog``, when given, also rules out 15.x builds of CU lines no release ever had."""
+    ``catalog``, when given, also rules out 15.x builds of CU lines no release ever had.
+
+    Per message this is the per-message path of the milter and the gateway, so what does not
+    depend on the dates is remembered: the hop of each line's text before its date (see
+    :func:`parse_hop`), and, for a sequence of such lines, which hops make the connecting and
+    the originating server (bounded, cleared when full; the same result as working it out)."""
     if not trusted_hosts:
         trusted: frozenset[str] = _NO_HOSTS
     elif isinstance(trusted_hosts, tuple):

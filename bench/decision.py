@@ -20,8 +20,8 @@ median and p99 reported, and the median of the per-round medians as a spread che
   one reads the store (in a worker thread, on an event loop) and grades the build again;
 * ``memory``: :meth:`~drossel.app.enforcer.Enforcer.process` on a ``MemoryStore`` (the shared
   per-message path without the milter's coroutine), with and without the cache;
-* ``memory, cache, INFO log``: the ``drossel.decision`` logger at INFO writing to a null
-  stream, as a daemon logs by default;
+* ``memory, cache, INFO log``: the ``drossel.decision`` logger at INFO, formatted and
+  filtered as a daemon logs by default (one line per decision), written to a null stream;
 * ``memory, cache, connector``: every client matches an ``OnPremises`` connector, so every
   sighting is trusted and every server's clock runs (first seen 45 days before: stage 3, the
   minute of the hour decides throttle or accept): the enforcing path;
@@ -270,8 +270,13 @@ def measure_store(
         cold = timed(steady, drop, n, max(n, iterations // 10), rounds)
     rows.append({"row": f"{name}, no cache", **cold})
     if kind == "memory":
+        from drossel.redact import RedactingFilter
+
         logger = logging.getLogger("drossel.decision")
+        # as drossel.runtime.setup_logging sets up a daemon's log, to a null stream
         handler = logging.StreamHandler(io.StringIO())
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.addFilter(RedactingFilter())
         old_level, old_propagate = logger.level, logger.propagate
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -73,7 +73,67 @@ class FastHistogram(Collector):
         yield metric
 
 
-VERDICTS = Counter(
+class _CounterChild:
+    """One label set of a :class:`FastCounter`."""
+
+    __slots__ = ("_lock", "created", "value")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        with self._lock:
+            self.value += amount
+
+
+class FastCounter(Collector):
+    """A labelled counter for the per-message path, exported exactly as
+    ``prometheus_client.Counter`` exports one: ``labels(...)`` gives a child whose ``inc`` is
+    one lock and one addition (the library's takes three calls and a lock, ~0.4 µs)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._lock = threading.Lock()
+        self._children: dict[tuple[str, ...], _CounterChild] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: object) -> _CounterChild:
+        if len(values) != len(self.labelnames):
+            raise ValueError("Incorrect label count")
+        key = tuple(str(v) for v in values)
+        with self._lock:
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = _CounterChild(self._lock)
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            children = [(key, child.value, child.created) for key, child in self._children.items()]
+        metric = Metric(self.name, self.documentation, "counter")
+        created = getattr(prometheus_client.metrics, "_use_created", True)
+        for key, value, since in children:
+            labels = dict(zip(self.labelnames, key, strict=True))
+            metric.add_sample(f"{self.name}_total", labels, value)
+            if created:
+                metric.add_sample(f"{self.name}_created", labels, since)
+        yield metric
+
+
+VERDICTS = FastCounter(
     "drossel_verdicts_total",
     "Verdicts given, by action, product and stage",
     ["action", "product", "stage"],

@@ -3,7 +3,7 @@
 * server records by (tenant, server), ``None`` for "asked the database, not there";
 * records observed while the database could not be asked (*blind* records), which must not be
   dropped before their observations are written;
-* assessments by (build, day);
+* assessments by (build, day), keyed by the build's short form;
 * the shared state (connectors, pauses, overrides), refreshed every ``refresh_seconds`` and on
   change notifications.
 
@@ -42,7 +42,8 @@ class DecisionCache:
     def __init__(self) -> None:
         self.records: dict[ServerKey, ServerRecord | None] = {}
         self.blind: set[ServerKey] = set()
-        self.assessments: dict[tuple[Build, date], Assessment] = {}
+        #: by (short build, day): a string key is cheaper to look up than a Build
+        self.assessments: dict[tuple[str, date], Assessment] = {}
         self.shared = SharedState()
 
     def has(self, key: ServerKey) -> bool:
@@ -68,12 +69,12 @@ class DecisionCache:
         self.blind.discard(key)
 
     def assessment(self, build: Build, day: date) -> Assessment | None:
-        return self.assessments.get((build, day))
+        return self.assessments.get((build.short, day))
 
     def remember_assessment(self, build: Build, day: date, assessment: Assessment) -> None:
         if len(self.assessments) >= MAX_ASSESSMENTS:
             self.assessments.clear()
-        self.assessments[(build, day)] = assessment
+        self.assessments[(build.short, day)] = assessment
 
 
 _NO_TIME = timedelta(0)

@@ -143,6 +143,9 @@ class Enforcer(Generic[StoreT]):
         #: :meth:`classify` per client, for the connectors it was worked out from
         self._facts: dict[ClientInfo, ConnectionFacts] = {}
         self._facts_from: list[Connector] | None = None
+        self._last_facts: tuple[
+            ClientInfo | None, list[Connector] | None, ConnectionFacts | None
+        ] = (None, None, None)
         self._day: date | None = None
         try:
             self.catalog = catalog or load_catalog(store)
@@ -256,6 +259,9 @@ class Enforcer(Generic[StoreT]):
         """:meth:`classify`, remembered per client until the connectors change (refreshing
         replaces the list): the same clients send all day."""
         connectors = self.cache.shared.connectors
+        last = self._last_facts
+        if last[0] is client and last[1] is connectors and last[2] is not None:
+            return last[2]  # the same client again
         memo = self._facts
         if connectors is not self._facts_from:
             memo.clear()
@@ -265,6 +271,7 @@ class Enforcer(Generic[StoreT]):
             if len(memo) >= self.MAX_CLIENTS:
                 memo.clear()
             facts = memo[client] = self.classify(client)
+        self._last_facts = (client, connectors, facts)
         return facts
 
     def assessment(self, build: Build, day: Any) -> Assessment:
@@ -316,7 +323,7 @@ class Enforcer(Generic[StoreT]):
             day = self._day
         else:
             self._day = day
-        assessment = self.cache.assessments.get((server.build, day))
+        assessment = self.cache.assessments.get((server.build.short, day))
         if assessment is None:
             assessment = self.assessment(server.build, day)
         key = (facts.tenant, server.server)

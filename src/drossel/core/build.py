@@ -44,6 +44,13 @@ class Build:
     def __hash__(self) -> int:  # the dataclass's own hash, remembered
         return self._hash
 
+    def __eq__(self, other: object) -> bool:
+        """The dataclass's equality (all four numbers), compared as the short form: four
+        integers joined by dots spell exactly one build."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.short == other.short
+
     @classmethod
     def parse(cls, text: str) -> Build | None:
         """Parse the short or long form; anything else gives ``None`` rather than an exception."""

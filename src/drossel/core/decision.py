@@ -105,6 +105,32 @@ def enforcement_blocker(
     return None
 
 
+MAX_BLOCKERS = 4096
+_BLOCKERS: dict[tuple[int, str, str, str, str, str | None], tuple[Policy, str | None]] = {}
+
+
+def _blocker(
+    policy: Policy,
+    status: str,
+    product: str,
+    connector_type: str,
+    evidence: Evidence,
+    via: str | None,
+) -> str | None:
+    """:func:`enforcement_blocker`, remembered (asked for every message of a vulnerable
+    server; bounded, cleared when full).  An entry holds its policy, so the policy's id in
+    the key cannot belong to another policy while the entry exists."""
+    key = (id(policy), status, product, connector_type, evidence, via)
+    known = _BLOCKERS.get(key)
+    if known is not None:
+        return known[1]
+    blocker = enforcement_blocker(policy, status, product, connector_type, evidence, via)
+    if len(_BLOCKERS) >= MAX_BLOCKERS:
+        _BLOCKERS.clear()
+    _BLOCKERS[key] = (policy, blocker)
+    return blocker
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ServerRecord:
@@ -365,7 +391,7 @@ def _applies(
     evidence: Evidence,
     via: str | None,
 ) -> bool:
-    return enforcement_blocker(policy, status, product, connector_type, evidence, via) is None
+    return _blocker(policy, status, product, connector_type, evidence, via) is None
 
 
 def _with_last_seen(old: ServerRecord, last_seen: datetime) -> ServerRecord:
@@ -445,9 +471,7 @@ def applied_state(
             until = f" until {override.expires.isoformat()}" if override.expires else ""
             reason = f"override{until}: {override.reason}"
             return _make_applied(scheduled, 0, 0, 0, reason, override=override)
-    blocker = enforcement_blocker(
-        policy, assessment.status, record.product, connector_type, evidence, via
-    )
+    blocker = _blocker(policy, assessment.status, record.product, connector_type, evidence, via)
     if blocker is not None:
         return _make_applied(scheduled, 0, 0, 0, blocker)
     active = [p for p in mine if p.active_at(now)]

@@ -56,10 +56,6 @@ class ConnectionFacts:
     ptr: str | None = None
 
 
-def _norm(name: str | None) -> str | None:
-    return name.lower().rstrip(".") if name else None
-
-
 def evidence_of(facts: ConnectionFacts, server: str) -> tuple[Evidence, str | None]:
     """How the server named in the headers is tied to the connecting client (SPEC §3), and the
     client it came through (``via``): a connector match, a verified name, or nothing."""
@@ -69,7 +65,10 @@ def evidence_of(facts: ConnectionFacts, server: str) -> tuple[Evidence, str | No
     name, tls_name = facts.client_name, facts.tls_name
     if name or tls_name:
         fqdn = server.lower().rstrip(".")
-        if fqdn and (fqdn == _norm(name) or fqdn == _norm(tls_name)):
+        if fqdn and (
+            (name and fqdn == name.lower().rstrip("."))
+            or (tls_name and fqdn == tls_name.lower().rstrip("."))
+        ):
             return "verified", via
     return "unverified", via
 

@@ -448,6 +448,42 @@ def detect_in_headers(
         lowered = raw.lower()
         if "microsoft" not in lowered and "mapi" not in lowered and raw.isascii():
             continue
+        # a remembered line ending in an already unfolded date: _remembered and
+        # _Remembered.hop, written out here (the usual case, once or twice per message)
+        cut = raw.rfind(";")
+        if (
+            hosted is MICROSOFT_HOSTED
+            and 0 <= cut < MAX_MEMO_PREFIX
+            and _DATE_TAIL_RE.match(raw, cut) is not None
+        ):
+            entry = _MEMO.get(raw[: cut + 1])
+            if entry is not None:
+                t = entry.template
+                if t is not None:
+                    marked = entry.marked
+                    if catalog is None:
+                        impossible = False
+                    elif marked[0] is catalog:
+                        impossible = marked[1]
+                    else:
+                        impossible = entry.impossible_in(catalog)
+                    hops.append(
+                        _make_hop(
+                            t.by,
+                            t.from_,
+                            t.build,
+                            t.product,
+                            t.kind,
+                            t.cloud,
+                            position - 1,
+                            entry.prefix + raw[cut + 1 :],
+                            t.hosted,
+                            impossible,
+                        )
+                    )
+                    if entries is not None:
+                        entries.append(entry)
+                continue
         found = _remembered(raw, hosted)
         if found is None:
             hop = _parse(unfold(raw), position - 1, hosted)
@@ -480,10 +516,12 @@ def detect_in_headers(
     if plan is None:
         return _make_detection(tuple(hops), None, None)
     anchor, best, origin_anchor, origin_best = plan
-    connecting = _detected(hops[anchor], hops[best])
+    found_by, found_in = hops[anchor], hops[best]
+    connecting = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
     if origin_anchor == anchor and origin_best == best:
         return _make_detection(tuple(hops), connecting, connecting)
-    origin = _detected(hops[origin_anchor], hops[origin_best])
+    found_by, found_in = hops[origin_anchor], hops[origin_best]
+    origin = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
     return _make_detection(tuple(hops), connecting, origin)
 
 
@@ -507,11 +545,6 @@ def _plan(hops: list[Hop], trusted: frozenset[str]) -> _Plan | None:
         index[id(last)],
         index[id(_best(last, candidates))],
     )
-
-
-def _detected(anchor: Hop, best: Hop) -> DetectedServer:
-    assert anchor.by is not None and best.build is not None and best.product is not None
-    return _make_server(anchor.by, best.build, best.product, best.header)
 
 
 _make_hop = maker(Hop)

@@ -70,10 +70,8 @@ class RedactingFilter(logging.Filter):
     """Blanks remembered passwords in a record's message and exception text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        # the message is formatted here once and kept so: the formatter need not do it again
+        record.msg, record.args = redact(record.getMessage()), None
         if record.exc_info and record.exc_info[1] is not None:
             import traceback
 

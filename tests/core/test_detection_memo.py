@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drossel.app.catalog_source import packaged_catalog
 from drossel.core import detection
-from drossel.core.detection import detect, parse_headers, parse_hop, unfold
+from drossel.core.detection import detect, detect_in_headers, parse_headers, parse_hop, unfold
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REAL_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "research" / "header-samples"
@@ -99,3 +100,76 @@ def test_whole_message_detection_is_stable_across_repeats(headers_dir: Path) -> 
     cold = detect(message)
     warm = detect(message)
     assert cold == warm and cold.connecting is not None
+
+
+# --- whole messages: the remembered path (lines, hop sequences) against a full parse --------
+
+#: the shipped data under another name: detection then parses every line in full, remembering
+#: nothing (the memo only serves ``MICROSOFT_HOSTED`` itself)
+UNREMEMBERED = detection.HostedServices(
+    detection.MICROSOFT_HOSTED.families,
+    detection.MICROSOFT_HOSTED.pods,
+    detection.MICROSOFT_HOSTED.builds,
+)
+CATALOG = packaged_catalog()
+TRUSTED = [(), (".local",), ("ex01.contoso.local", ".example")]
+
+
+def _folded_headers(block: str) -> list[tuple[str, str]]:
+    """(name, value) with the value still folded, as the milter hands them over."""
+    headers: list[tuple[str, str]] = []
+    for line in block.split("\n"):
+        if line[:1] in (" ", "\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + "\n" + line)
+            continue
+        name, sep, value = line.partition(":")
+        if sep and name and " " not in name:
+            headers.append((name, value))
+    return headers
+
+
+def _same_as_full_parse(headers: list[tuple[str, str]]) -> None:
+    for trusted in TRUSTED:
+        for catalog in (CATALOG, None):
+            full = detect_in_headers(headers, trusted, UNREMEMBERED, catalog)
+            assert detect_in_headers(headers, trusted, catalog=catalog) == full, headers
+            assert detect_in_headers(headers, trusted, catalog=catalog) == full, headers  # warm
+
+
+def test_every_sample_message_detects_the_same_remembered_or_not() -> None:
+    files = [p for p in FIXTURES.rglob("*") if p.is_file()]
+    if REAL_SAMPLES.is_dir():
+        files += [p for p in REAL_SAMPLES.iterdir() if p.is_file()]
+    for path in files:
+        block = detection.header_block(path.read_bytes())
+        _same_as_full_parse(parse_headers(block))
+        _same_as_full_parse(_folded_headers(block))
+
+
+WORDS = [
+    "from", "by", "with", "Microsoft", "SMTP", "Server", "mapi", "MAPI", "microsoft", "id",
+    "15.1.2507.6", "15.01.2507.016", "15.2.1748.39", "15.20.6455.32", "15.0.1010.2", "(", ")",
+    ";", " ", "  ", "\n\t", "\n ", "\x1c", "\u00a0", "ſ", "Mon,", "2", "Mar", "2026",
+    "10:00:00", "+0000", "ex01.contoso.local", "ex02.corp.example", "mbx.corp.example",
+    "DM6PR02CA0137.outlook.office365.com", "[10.0.0.1]", "(Postfix)",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Received", "received", "RECEIVED", "Reply-To", "Subject"]),
+            st.lists(st.sampled_from(WORDS), max_size=30).map("".join),
+        ),
+        max_size=10,
+    )
+)
+def test_random_folded_headers_detect_the_same_remembered_or_not(
+    headers: list[tuple[str, str]],
+) -> None:
+    _same_as_full_parse(headers)
+    # the same lines again with other dates: only positions and evidence may differ
+    redated = [(n, v.replace("Mon, 2 Mar", "Tue, 3 Mar")) for n, v in headers]
+    _same_as_full_parse(redated)

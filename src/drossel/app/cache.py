@@ -3,7 +3,7 @@
 * server records by (tenant, server), ``None`` for "asked the database, not there";
 * records observed while the database could not be asked (*blind* records), which must not be
   dropped before their observations are written;
-* assessments by (build, day);
+* assessments by (build, day), keyed by the build's short form;
 * the shared state (connectors, pauses, overrides), refreshed every ``refresh_seconds`` and on
   change notifications.
 
@@ -12,8 +12,9 @@ It holds no rules: the enforcer decides what to put in and when.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from drossel.app.records import Connector
 from drossel.core.assessment import Assessment
@@ -41,7 +42,8 @@ class DecisionCache:
     def __init__(self) -> None:
         self.records: dict[ServerKey, ServerRecord | None] = {}
         self.blind: set[ServerKey] = set()
-        self.assessments: dict[tuple[Build, date], Assessment] = {}
+        #: by (short build, day): a string key is cheaper to look up than a Build
+        self.assessments: dict[tuple[str, date], Assessment] = {}
         self.shared = SharedState()
 
     def has(self, key: ServerKey) -> bool:
@@ -63,13 +65,50 @@ class DecisionCache:
 
     def written(self, key: ServerKey, record: ServerRecord) -> None:
         """A blind record reached the database: it is an ordinary cached record again."""
-        self.records[key] = record
+        self.records[key] = compact(record, key)
         self.blind.discard(key)
 
     def assessment(self, build: Build, day: date) -> Assessment | None:
-        return self.assessments.get((build, day))
+        return self.assessments.get((build.short, day))
 
     def remember_assessment(self, build: Build, day: date, assessment: Assessment) -> None:
         if len(self.assessments) >= MAX_ASSESSMENTS:
             self.assessments.clear()
-        self.assessments[(build, day)] = assessment
+        self.assessments[(build.short, day)] = assessment
+
+
+_NO_TIME = timedelta(0)
+
+
+def compact(record: ServerRecord, key: ServerKey) -> ServerRecord:
+    """``record`` as read from the database, made to share what it repeats: the key's own
+    tenant and server strings, one interned copy of its build, product, status, connector type,
+    evidence and client, and one time object where the clock started at the first detection.
+    Equal in every field (and in how each prints); a cached server costs about a third less.
+    A record that does not belong to ``key`` is returned as it is."""
+    tenant, server = key
+    if record.tenant != tenant or record.server != server:
+        return record
+    first = record.first_detected
+    clock_start = record.clock_start
+    if clock_start is not None and clock_start == first and clock_start.tzinfo is first.tzinfo:
+        clock_start = first
+    credit = record.clock_credit
+    intern = sys.intern
+    via = record.via
+    return ServerRecord(
+        tenant,
+        server,
+        first,
+        record.last_seen,
+        intern(record.build),
+        intern(record.product),
+        intern(record.status),  # type: ignore[arg-type]  # the same literal, interned
+        clock_start,
+        _NO_TIME if credit == _NO_TIME else credit,
+        record.remediated_at,
+        intern(record.connector_type),
+        intern(record.evidence),  # type: ignore[arg-type]
+        None if via is None else intern(via),
+        record.trusted,
+    )

@@ -28,16 +28,17 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from drossel.app.cache import DecisionCache, ServerKey
+from drossel.app.cache import DecisionCache, ServerKey, compact
 from drossel.app.catalog_source import SETTING_KEY, load_catalog, packaged_catalog
 from drossel.app.journal import Journal
 from drossel.app.outage import Observation, OutageQueue, event_from_json
+from drossel.app.records import Connector
 from drossel.app.storage import StateStore
 from drossel.config import Clock, Config
 from drossel.core.assessment import Assessment, assess
@@ -49,14 +50,19 @@ from drossel.core.decision import (
     Snapshot,
     Verdict,
     decide,
+    evidence_of,
     observe,
+    observe_changes,
+    verdict_for,
 )
 from drossel.core.detection import DetectedServer, Detection, detect_in_headers
+from drossel.core.frozen import fast_init, maker
 from drossel.metrics import DB_ERRORS, DECISION_SECONDS, VERDICTS
 
 log = logging.getLogger("drossel.decision")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
     """What the MTA tells us about the SMTP client.
@@ -73,9 +79,10 @@ class ClientInfo:
     ptr: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
-    """A message detected and assessed, waiting for its server's record."""
+    """A message detected and assessed, waiting for its server's record (private and never
+    changed: not frozen, so building one per message stays cheap)."""
 
     detection: Detection
     facts: ConnectionFacts
@@ -83,14 +90,18 @@ class _Pending:
     assessment: Assessment
     key: ServerKey
     cached: bool
+    day: date
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     verdict: Verdict
     detection: Detection
     facts: ConnectionFacts
 
+
+_make_outcome = maker(Outcome)
 
 #: a bare ``Enforcer`` works on any store; the daemons use ``Enforcer[Store]``
 StoreT = TypeVar("StoreT", bound=StateStore, default=StateStore, covariant=True)
@@ -129,6 +140,13 @@ class Enforcer(Generic[StoreT]):
         self._state_key: Any = None
         #: the verdict counter of each (action, product, stage) seen (a few dozen at most)
         self._verdict_counters: dict[tuple[str, str, int], Any] = {}
+        #: :meth:`classify` per client, for the connectors it was worked out from
+        self._facts: dict[ClientInfo, ConnectionFacts] = {}
+        self._facts_from: list[Connector] | None = None
+        self._last_facts: tuple[
+            ClientInfo | None, list[Connector] | None, ConnectionFacts | None
+        ] = (None, None, None)
+        self._day: date | None = None
         try:
             self.catalog = catalog or load_catalog(store)
         except Exception:
@@ -234,6 +252,28 @@ class Enforcer(Generic[StoreT]):
             ptr=client.ptr,
         )
 
+    #: distinct clients whose connection facts are remembered (cleared when full)
+    MAX_CLIENTS = 4096
+
+    def _facts_of(self, client: ClientInfo) -> ConnectionFacts:
+        """:meth:`classify`, remembered per client until the connectors change (refreshing
+        replaces the list): the same clients send all day."""
+        connectors = self.cache.shared.connectors
+        last = self._last_facts
+        if last[0] is client and last[1] is connectors and last[2] is not None:
+            return last[2]  # the same client again
+        memo = self._facts
+        if connectors is not self._facts_from:
+            memo.clear()
+            self._facts_from = connectors
+        facts = memo.get(client)
+        if facts is None:
+            if len(memo) >= self.MAX_CLIENTS:
+                memo.clear()
+            facts = memo[client] = self.classify(client)
+        self._last_facts = (client, connectors, facts)
+        return facts
+
     def assessment(self, build: Build, day: Any) -> Assessment:
         cached = self.cache.assessment(build, day)
         if cached is None:
@@ -263,79 +303,98 @@ class Enforcer(Generic[StoreT]):
             with self._lock:
                 self._went_offline("read", exc)
             return None, False
-        return (stored.record if stored else None), True
+        return (compact(stored.record, key) if stored else None), True
 
     def _prepare(
         self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime
     ) -> _Pending | Outcome:
-        """Everything up to the record: an :class:`Outcome` when no record is needed."""
-        with self._lock:
-            if self.auto_refresh:
-                self._maybe_refresh(now)
-            facts = self.classify(client)
-            detection = detect_in_headers(headers, self.policy.trusted_hosts, catalog=self.catalog)
-            server = detection.connecting
-            if server is None or self.policy.mode == "off":
-                verdict = decide(detection, facts, Snapshot(), now, self.policy, self.catalog)
-                return Outcome(verdict, detection, facts)
-            assessment = self.assessment(server.build, now.date())
-            key = (facts.tenant, server.server)
-            return _Pending(detection, facts, server, assessment, key, self.cache.has(key))
+        """Everything up to the record: an :class:`Outcome` when no record is needed (the
+        caller holds the lock)."""
+        if self.auto_refresh:
+            self._maybe_refresh(now)
+        facts = self._facts_of(client)
+        detection = detect_in_headers(headers, self.policy.trusted_hosts, catalog=self.catalog)
+        server = detection.connecting
+        if server is None or self.policy.mode == "off":
+            verdict = decide(detection, facts, _NO_STATE, now, self.policy, self.catalog)
+            return Outcome(verdict, detection, facts)
+        day = now.date()
+        if day == self._day:  # one date object per day in the queued counter keys
+            day = self._day
+        else:
+            self._day = day
+        assessment = self.cache.assessments.get((server.build.short, day))
+        if assessment is None:
+            assessment = self.assessment(server.build, day)
+        key = (facts.tenant, server.server)
+        return _Pending(detection, facts, server, assessment, key, key in self.cache.records, day)
 
     def _finish(
-        self,
-        pending: _Pending,
-        now: datetime,
-        started: float,
-        read: tuple[ServerRecord | None, bool] | None,
-    ) -> Outcome:
-        """Observe, queue the change, decide and count (``read``: what the database said of a
-        server that was not in memory, or ``None`` when it was)."""
-        detection, facts, server, assessment, key = (
-            pending.detection,
+        self, pending: _Pending, now: datetime, read: tuple[ServerRecord | None, bool] | None
+    ) -> Verdict:
+        """Observe, queue the change and decide (the caller holds the lock; ``read``: what the
+        database said of a server that was not in memory, or ``None`` when it was)."""
+        facts, server, assessment, key = (
             pending.facts,
             pending.server,
             pending.assessment,
             pending.key,
         )
-        with self._lock:
-            if self.cache.has(key):  # in memory (meanwhile, maybe): memory is newer
-                old, known = self.cache.records[key], True
-            else:
-                old, known = read if read is not None else (None, False)
-            pauses = self.cache.shared.pauses
-            new = _earliest(
-                old, observe(old, facts, server, assessment, now, self.policy, pauses), now
+        records = self.cache.records
+        if key in records:  # in memory (meanwhile, maybe): memory is newer
+            old, known = records[key], True
+        else:
+            old, known = read if read is not None else (None, False)
+        shared = self.cache.shared
+        policy = self.policy
+        evidence = evidence_of(facts, server.server)
+        new, changed = observe_changes(
+            old, facts, server, assessment, now, policy, shared.pauses, evidence
+        )
+        if old is not None and now < old.first_detected:  # another node saw it later
+            new = _earliest(old, new, now)
+            changed = _needs_write(old, new)
+        if changed:
+            # written by :meth:`flush` (write-behind, off the message path); the record
+            # stays in memory until then
+            self.queue.observe(
+                Observation(
+                    facts.tenant,
+                    server.server,
+                    server.build.short,
+                    server.product,
+                    server.evidence,
+                    now,
+                    facts,
+                )
             )
-            if _needs_write(old, new):
-                # written by :meth:`flush` (write-behind, off the message path); the record
-                # stays in memory until then
-                self.queue.observe(
-                    Observation(
-                        facts.tenant,
-                        server.server,
-                        server.build.short,
-                        server.product,
-                        server.evidence,
-                        now,
-                        facts,
-                    )
-                )
-                self.cache.put(key, new, blind=True)
-            else:
-                if new != old:
-                    self.queue.touch(key, new.last_seen)
-                self.cache.put(key, new, blind=key in self.cache.blind)
-            if not known and self.config.storage.fail_mode == "tempfail":
-                verdict = _deferred(server, assessment)
-            else:
-                shared = self.cache.shared
-                snapshot = Snapshot(record=new, pauses=shared.pauses, overrides=shared.overrides)
-                verdict = decide(
-                    detection, facts, snapshot, now, self.policy, self.catalog, assessment
-                )
-            self.queue.count((facts.tenant, server.server, now.date(), verdict.action))
+            self.cache.put(key, new, blind=True)
+        else:
+            assert old is not None  # a first sighting always needs writing
+            if new.last_seen != old.last_seen:  # the only field that may have changed
+                self.queue.touch(key, new.last_seen)
+            records[key] = new  # blind or not, as it was
+        if not known and self.config.storage.fail_mode == "tempfail":
+            verdict = _deferred(server, assessment)
+        else:
+            verdict = verdict_for(
+                server,
+                facts,
+                new,
+                shared.pauses,
+                shared.overrides,
+                now,
+                policy,
+                assessment,
+                evidence,
+            )
+        self.queue.count((facts.tenant, server.server, pending.day, verdict.action))
+        return verdict
+
+    def _account(self, verdict: Verdict, pending: _Pending, started: float) -> Outcome:
+        """Metrics and the decision log line (outside the lock), and the outcome."""
         DECISION_SECONDS.observe(time.perf_counter() - started)
+        server = pending.server
         labels = (verdict.action, server.product, verdict.stage or 0)
         counter = self._verdict_counters.get(labels)
         if counter is None:  # prometheus' labels() validates and locks: once per label set
@@ -343,6 +402,7 @@ class Enforcer(Generic[StoreT]):
                 verdict.action, server.product, str(verdict.stage or 0)
             )
         counter.inc()
+        facts = pending.facts
         if log.isEnabledFor(logging.INFO):  # the arguments are not even gathered otherwise
             log.info(
                 "decision action=%s server=%s build=%s status=%s stage=%s scheduled=%s "
@@ -350,7 +410,7 @@ class Enforcer(Generic[StoreT]):
                 verdict.action,
                 server.server,
                 server.build,
-                assessment.status,
+                pending.assessment.status,
                 verdict.stage,
                 verdict.scheduled_stage,
                 verdict.evidence,
@@ -358,20 +418,27 @@ class Enforcer(Generic[StoreT]):
                 facts.client_addr,
                 verdict.reason,
             )
-        return Outcome(verdict, detection, facts)
+        return _make_outcome(verdict, pending.detection, facts)
 
     def process(
         self, headers: Iterable[tuple[str, str]], client: ClientInfo, now: datetime | None = None
     ) -> Outcome:
         """Detect, assess, record and decide for one message (blocking: a server not in memory
-        is read from the database in this thread; CLI and tests)."""
+        is read from the database in this thread; CLI and tests).
+
+        A server in memory (the steady state) is decided under one hold of the lock."""
         now = now or self.clock()
         started = time.perf_counter()
-        pending = self._prepare(headers, client, now)
-        if isinstance(pending, Outcome):
-            return pending
-        read = None if pending.cached else self._read(pending.key)
-        return self._finish(pending, now, started, read)
+        with self._lock:
+            pending = self._prepare(headers, client, now)
+            if isinstance(pending, Outcome):
+                return pending
+            verdict = self._finish(pending, now, None) if pending.cached else None
+        if verdict is None:
+            read = self._read(pending.key)
+            with self._lock:
+                verdict = self._finish(pending, now, read)
+        return self._account(verdict, pending, started)
 
     async def process_async(
         self,
@@ -385,29 +452,33 @@ class Enforcer(Generic[StoreT]):
         ``[storage] read_timeout``); a slow or
         locked database then counts as unreachable for this message (``[storage]
         fail_mode``), so it never stalls other sessions.  Changes are written by
-        :meth:`flush`, which the daemons run in a thread."""
+        :meth:`flush`, which the daemons run in a thread.  A server in memory is decided
+        without suspending."""
         now = now or self.clock()
         started = time.perf_counter()
-        pending = self._prepare(headers, client, now)
-        if isinstance(pending, Outcome):
-            return pending
-        read: tuple[ServerRecord | None, bool] | None = None
+        with self._lock:
+            pending = self._prepare(headers, client, now)
+            if isinstance(pending, Outcome):
+                return pending
+            verdict = self._finish(pending, now, None) if pending.cached else None
+        if verdict is not None:
+            return self._account(verdict, pending, started)
+        read: tuple[ServerRecord | None, bool]
         if read_timeout is None:
             read_timeout = self.config.storage.read_timeout
-        if not pending.cached:
-            try:
-                read = await asyncio.wait_for(
-                    asyncio.to_thread(self._read, pending.key), read_timeout
-                )
-            except TimeoutError:
-                DB_ERRORS.labels("slow-read").inc()
-                log.warning(
-                    "state database slower than %.1fs for %s; deciding from memory",
-                    read_timeout,
-                    pending.key[1],
-                )
-                read = (None, False)
-        return self._finish(pending, now, started, read)
+        try:
+            read = await asyncio.wait_for(asyncio.to_thread(self._read, pending.key), read_timeout)
+        except TimeoutError:
+            DB_ERRORS.labels("slow-read").inc()
+            log.warning(
+                "state database slower than %.1fs for %s; deciding from memory",
+                read_timeout,
+                pending.key[1],
+            )
+            read = (None, False)
+        with self._lock:
+            verdict = self._finish(pending, now, read)
+        return self._account(verdict, pending, started)
 
     # --- writing batched and queued state -------------------------------------------------
 
@@ -531,6 +602,9 @@ class Enforcer(Generic[StoreT]):
                     )
 
 
+_NO_STATE = Snapshot()
+
+
 def _deferred(server: DetectedServer, assessment: Assessment) -> Verdict:
     return Verdict(
         action="throttle",
@@ -569,7 +643,7 @@ def _needs_write(old: ServerRecord | None, new: ServerRecord) -> bool:
     """Whether anything but ``last_seen`` changed (compared field by field: no copy made)."""
     if old is None:
         return True
-    return bool(_BUT_LAST_SEEN(old) != _BUT_LAST_SEEN(new))
+    return new is not old and bool(_BUT_LAST_SEEN(old) != _BUT_LAST_SEEN(new))
 
 
 __all__ = ["ClientInfo", "Enforcer", "Outcome"]

@@ -8,7 +8,8 @@ so a build is kept as four integers and printed in either spelling on demand.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 
 _BUILD_RE = re.compile(r"^\s*(\d{1,4})\.(\d{1,4})\.(\d{1,6})\.(\d{1,6})\s*$")
 
@@ -21,12 +22,34 @@ SE_MIN_BUILD = 2562
 
 @dataclass(frozen=True, order=True, slots=True)
 class Build:
-    """A four-part Exchange build number, ordered numerically."""
+    """A four-part Exchange build number, ordered numerically.
+
+    Its hash and short form are worked out once, when it is made: a build is a dictionary key
+    (catalog, assessments) and is spelt out for every message, far more often than made; the
+    short form is interned, so the records of many servers on one build share one string."""
 
     major: int
     minor: int
     build: int
     revision: int
+    #: the short form, ``15.1.2507.16``
+    short: str = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        short = sys.intern(f"{self.major}.{self.minor}.{self.build}.{self.revision}")
+        object.__setattr__(self, "short", short)
+        object.__setattr__(self, "_hash", hash((self.major, self.minor, self.build, self.revision)))
+
+    def __hash__(self) -> int:  # the dataclass's own hash, remembered
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        """The dataclass's equality (all four numbers), compared as the short form: four
+        integers joined by dots spell exactly one build."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.short == other.short
 
     @classmethod
     def parse(cls, text: str) -> Build | None:
@@ -44,10 +67,6 @@ class Build:
         if parsed is None:
             raise ValueError(f"not an Exchange build number: {text!r} (expected e.g. 15.2.1748.39)")
         return parsed
-
-    @property
-    def short(self) -> str:
-        return f"{self.major}.{self.minor}.{self.build}.{self.revision}"
 
     @property
     def long(self) -> str:

@@ -8,13 +8,14 @@ remediation) is the caller's job, using :func:`observe` to compute the record's 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
 
 from drossel.core.assessment import Assessment, assess
 from drossel.core.catalog import Catalog
 from drossel.core.detection import DetectedServer, Detection
+from drossel.core.frozen import fast_init, maker
 from drossel.core.policy import Policy, Status
 from drossel.core.schedule import (
     EnforcementClock,
@@ -38,6 +39,7 @@ BLOCK_CODE = (550, "5.7.230")
 Evidence = Literal["connector", "verified", "unverified"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ConnectionFacts:
     """What the MTA knows about the connection, and which tenant/connector it matched.
@@ -54,19 +56,20 @@ class ConnectionFacts:
     ptr: str | None = None
 
 
-def _norm(name: str | None) -> str | None:
-    return name.lower().rstrip(".") if name else None
-
-
 def evidence_of(facts: ConnectionFacts, server: str) -> tuple[Evidence, str | None]:
     """How the server named in the headers is tied to the connecting client (SPEC §3), and the
     client it came through (``via``): a connector match, a verified name, or nothing."""
     via = facts.client_name or facts.ptr or facts.helo or facts.client_addr
     if facts.connector_type != "Default":
         return "connector", via
-    fqdn = server.lower().rstrip(".")
-    if fqdn in {n for n in (_norm(facts.client_name), _norm(facts.tls_name)) if n}:
-        return "verified", via
+    name, tls_name = facts.client_name, facts.tls_name
+    if name or tls_name:
+        fqdn = server.lower().rstrip(".")
+        if fqdn and (
+            (name and fqdn == name.lower().rstrip("."))
+            or (tls_name and fqdn == tls_name.lower().rstrip("."))
+        ):
+            return "verified", via
     return "unverified", via
 
 
@@ -101,6 +104,33 @@ def enforcement_blocker(
     return None
 
 
+MAX_BLOCKERS = 4096
+_BLOCKERS: dict[tuple[int, str, str, str, str, str | None], tuple[Policy, str | None]] = {}
+
+
+def _blocker(
+    policy: Policy,
+    status: str,
+    product: str,
+    connector_type: str,
+    evidence: Evidence,
+    via: str | None,
+) -> str | None:
+    """:func:`enforcement_blocker`, remembered (asked for every message of a vulnerable
+    server; bounded, cleared when full).  An entry holds its policy, so the policy's id in
+    the key cannot belong to another policy while the entry exists."""
+    key = (id(policy), status, product, connector_type, evidence, via)
+    known = _BLOCKERS.get(key)
+    if known is not None:
+        return known[1]
+    blocker = enforcement_blocker(policy, status, product, connector_type, evidence, via)
+    if len(_BLOCKERS) >= MAX_BLOCKERS:
+        _BLOCKERS.clear()
+    _BLOCKERS[key] = (policy, blocker)
+    return blocker
+
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ServerRecord:
     """The enforcement record of one sending server of one tenant.
@@ -153,6 +183,7 @@ class Override:
         return self.server is None or self.server == server
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     record: ServerRecord | None = None
@@ -160,6 +191,7 @@ class Snapshot:
     overrides: Sequence[Override] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The answer for one message.  ``stage`` and the minutes are what is *applied* (0 when
@@ -224,58 +256,160 @@ def observe(
     ``regression_window_days`` ago resumes where it left off (the gap is forgiven), later a new
     clock starts (when enforcement applies); not vulnerable any more: a running clock stops
     and the record is marked remediated.  An untrusted sighting is history only."""
-    evidence, via = evidence_of(facts, server.server)
-    is_trusted = trusted(evidence, policy)
-    vulnerable = assessment.persistently_vulnerable
-    applies = (
-        enforcement_blocker(
-            policy, assessment.status, server.product, facts.connector_type, evidence, via
-        )
-        is None
-    )
+    return observe_changes(record, facts, server, assessment, now, policy, pauses)[0]
+
+
+def observe_changes(
+    record: ServerRecord | None,
+    facts: ConnectionFacts,
+    server: DetectedServer,
+    assessment: Assessment,
+    now: datetime,
+    policy: Policy,
+    pauses: Sequence[Pause] = (),
+    evidence: tuple[Evidence, str | None] | None = None,
+) -> tuple[ServerRecord, bool]:
+    """:func:`observe`, and whether any field but ``last_seen`` changed (always for a first
+    sighting): the per-message form.  ``evidence`` is :func:`evidence_of` when the caller has
+    it already.
+
+    The next state is worked out field by field and built once, and a sighting that changes
+    nothing returns ``record`` itself."""
+    kind, via = evidence if evidence is not None else evidence_of(facts, server.server)
+    is_trusted = kind != "unverified" or policy.enforce_unverified  # trusted()
     if record is None:
-        record = ServerRecord(
-            tenant=facts.tenant,
-            server=server.server,
-            first_detected=now,
-            last_seen=now,
-            build=server.build.short,
-            product=server.product,
-            status=assessment.status,
-            connector_type=facts.connector_type,
-            trusted=is_trusted,
-        )
-        seen = replace(record, evidence=evidence, via=via)
+        first_detected = last_seen = now
+        clock_start: datetime | None = None
+        clock_credit = _NO_TIME
+        remediated_at: datetime | None = None
+        was_trusted = is_trusted
     else:
-        seen = replace(record, last_seen=max(now, record.last_seen), evidence=evidence, via=via)
-    if not is_trusted and record.trusted:
-        # history only: never the build, the evidence or the clock of a trusted record
-        return replace(record, last_seen=max(now, record.last_seen))
-    updated = replace(
-        seen,
-        build=server.build.short,
-        product=server.product,
-        status=assessment.status,
-        connector_type=facts.connector_type,
-        trusted=seen.trusted or is_trusted,
+        last_seen = max(now, record.last_seen)
+        if not is_trusted and record.trusted:
+            # history only: never the build, the evidence or the clock of a trusted record
+            if last_seen is record.last_seen:
+                return record, False
+            return _with_last_seen(record, last_seen), False
+        first_detected = record.first_detected
+        clock_start = record.clock_start
+        clock_credit = record.clock_credit
+        remediated_at = record.remediated_at
+        was_trusted = record.trusted
+    status = assessment.status
+    if is_trusted:
+        if not assessment.persistently_vulnerable:
+            if clock_start is not None and remediated_at is None:  # running: it stops
+                remediated_at = now
+        elif clock_start is None:
+            if _applies(policy, status, server.product, facts.connector_type, kind, via):
+                clock_start, clock_credit = now, _NO_TIME
+        elif remediated_at is not None:
+            if now - remediated_at <= timedelta(days=policy.regression_window_days):
+                tenant = facts.tenant if record is None else record.tenant
+                name = server.server if record is None else record.server
+                mine = relevant_pauses(pauses, tenant, name)
+                clock_credit = clock_credit + forgiven_gap(remediated_at, now, mine)
+            elif _applies(policy, status, server.product, facts.connector_type, kind, via):
+                clock_start, clock_credit = now, _NO_TIME
+            else:
+                clock_start, clock_credit = None, _NO_TIME
+            remediated_at = None
+    build = server.build.short
+    product = server.product
+    connector_type = facts.connector_type
+    trusted_now = was_trusted or is_trusted
+    if record is None:
+        new = _make_record(
+            facts.tenant,
+            server.server,
+            first_detected,
+            last_seen,
+            build,
+            product,
+            status,
+            clock_start,
+            clock_credit,
+            remediated_at,
+            connector_type,
+            kind,
+            via,
+            trusted_now,
+        )
+        return new, True
+    # compared as the enforcer's "needs writing" always compared (by value) ...
+    changed = not (
+        build == record.build
+        and kind == record.evidence
+        and via == record.via
+        and clock_start == record.clock_start
+        and remediated_at == record.remediated_at
+        and status == record.status
+        and product == record.product
+        and connector_type == record.connector_type
+        and trusted_now == record.trusted
+        and clock_credit == record.clock_credit
+        and first_detected == record.first_detected
     )
-    if not is_trusted:
-        return updated
-    if not vulnerable:
-        if updated.running:
-            return replace(updated, remediated_at=now)
-        return updated
-    if updated.clock_start is None:
-        return replace(updated, clock_start=now, clock_credit=timedelta(0)) if applies else updated
-    if updated.remediated_at is not None:
-        if now - updated.remediated_at <= timedelta(days=policy.regression_window_days):
-            mine = relevant_pauses(pauses, updated.tenant, updated.server)
-            gap = forgiven_gap(updated.remediated_at, now, mine)
-            return replace(updated, clock_credit=updated.clock_credit + gap, remediated_at=None)
-        if applies:
-            return replace(updated, clock_start=now, clock_credit=timedelta(0), remediated_at=None)
-        return replace(updated, clock_start=None, clock_credit=timedelta(0), remediated_at=None)
-    return updated
+    # ... and the record itself is kept only when every value is its own (the times by
+    # identity: an equal time in another zone would still change the record's text)
+    if (
+        not changed
+        and last_seen is record.last_seen
+        and clock_start is record.clock_start
+        and remediated_at is record.remediated_at
+    ):
+        return record, False
+    new = _make_record(
+        record.tenant,
+        record.server,
+        first_detected,
+        last_seen,
+        build,
+        product,
+        status,
+        clock_start,
+        clock_credit,
+        remediated_at,
+        connector_type,
+        kind,
+        via,
+        trusted_now,
+    )
+    return new, changed
+
+
+_NO_TIME = timedelta(0)
+_make_record = maker(ServerRecord)
+
+
+def _applies(
+    policy: Policy,
+    status: str,
+    product: str,
+    connector_type: str,
+    evidence: Evidence,
+    via: str | None,
+) -> bool:
+    return _blocker(policy, status, product, connector_type, evidence, via) is None
+
+
+def _with_last_seen(old: ServerRecord, last_seen: datetime) -> ServerRecord:
+    return _make_record(
+        old.tenant,
+        old.server,
+        old.first_detected,
+        last_seen,
+        old.build,
+        old.product,
+        old.status,
+        old.clock_start,
+        old.clock_credit,
+        old.remediated_at,
+        old.connector_type,
+        old.evidence,
+        old.via,
+        old.trusted,
+    )
 
 
 def _resumable(record: ServerRecord, now: datetime, policy: Policy) -> bool:
@@ -288,6 +422,7 @@ def _resumable(record: ServerRecord, now: datetime, policy: Policy) -> bool:
     )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What is applied to a server's mail at one moment, and what the schedule says."""
@@ -302,6 +437,8 @@ class Applied:
 
 
 NOTHING = Applied(scheduled=None, stage=0, throttle_minutes=0, block_minutes=0, reason=None)
+_make_applied = maker(Applied)
+_make_verdict = maker(Verdict)
 
 
 def applied_state(
@@ -319,25 +456,32 @@ def applied_state(
     verdict and the report row, so they cannot disagree.  ``record`` is after the sighting."""
     if not assessment.persistently_vulnerable or record is None:
         return NOTHING
-    mine = relevant_pauses(pauses, record.tenant, record.server)
-    clock = record.clock if record.running or _resumable(record, now, policy) else None
-    scheduled = stage_at(policy, clock, now, mine) if clock else stage_for_day(policy, 0)
-    idle = Applied(scheduled, 0, 0, 0, None)
+    mine = relevant_pauses(pauses, record.tenant, record.server) if pauses else []
+    if record.clock_start is not None and (
+        record.remediated_at is None or _resumable(record, now, policy)
+    ):  # running, or stopped by a remediation a regression now would resume
+        clock = record.clock
+        assert clock is not None
+        scheduled = stage_at(policy, clock, now, mine)
+    else:
+        scheduled = stage_for_day(policy, 0)
     for override in overrides:
         if override.applies(record.tenant, record.server, now):
             until = f" until {override.expires.isoformat()}" if override.expires else ""
-            return replace(idle, reason=f"override{until}: {override.reason}", override=override)
-    blocker = enforcement_blocker(
-        policy, assessment.status, record.product, connector_type, evidence, via
-    )
+            reason = f"override{until}: {override.reason}"
+            return _make_applied(scheduled, 0, 0, 0, reason, override=override)
+    blocker = _blocker(policy, assessment.status, record.product, connector_type, evidence, via)
     if blocker is not None:
-        return replace(idle, reason=blocker)
+        return _make_applied(scheduled, 0, 0, 0, blocker)
     active = [p for p in mine if p.active_at(now)]
     if active:
         pause_end = max(p.end for p in active)
-        return replace(idle, reason=f"paused until {pause_end.isoformat()}", paused_until=pause_end)
+        reason = f"paused until {pause_end.isoformat()}"
+        return _make_applied(scheduled, 0, 0, 0, reason, paused_until=pause_end)
     stage = scheduled.stage
-    return Applied(scheduled, scheduled.number, stage.throttle_minutes, stage.block_minutes, None)
+    return _make_applied(
+        scheduled, scheduled.number, stage.throttle_minutes, stage.block_minutes, None
+    )
 
 
 def _reply_text(policy: Policy, action: Action, minutes: int) -> str:
@@ -369,55 +513,80 @@ def decide(
         assess_ = assess(server.build, now.date(), catalog, policy)
     else:
         assess_ = assessment
-    evidence, via = evidence_of(facts, server.server)
+    evidence = evidence_of(facts, server.server)
     record = snapshot.record
     if record is None:
         record = observe(None, facts, server, assess_, now, policy)
-    state = applied_state(
+    return verdict_for(
+        server,
+        facts,
         record,
-        assess_,
-        facts.connector_type,
-        evidence,
-        via,
         snapshot.pauses,
         snapshot.overrides,
         now,
         policy,
+        assess_,
+        evidence,
     )
-    base = Verdict(
-        action="accept",
-        reason="",
-        server=server,
-        assessment=assess_,
-        stage=state.stage,
-        throttle_minutes=state.throttle_minutes,
-        block_minutes=state.block_minutes,
-        scheduled_stage=state.scheduled.number if state.scheduled else None,
-        applied_reason=state.reason,
-        paused=state.paused_until is not None,
-        evidence=evidence,
-        via=via,
+
+
+def verdict_for(
+    server: DetectedServer,
+    facts: ConnectionFacts,
+    record: ServerRecord,
+    pauses: Sequence[Pause],
+    overrides: Sequence[Override],
+    now: datetime,
+    policy: Policy,
+    assessment: Assessment,
+    evidence: tuple[Evidence, str | None],
+) -> Verdict:
+    """:func:`decide` for a detected server whose record (after :func:`observe`), assessment
+    and :func:`evidence_of` the caller has: the per-message form, with the policy not off."""
+    kind, via = evidence
+    state = applied_state(
+        record, assessment, facts.connector_type, kind, via, pauses, overrides, now, policy
     )
-    if state.scheduled is None:
-        return replace(base, reason=f"server is {assess_.status}")
-    if state.reason is not None:
-        return replace(base, reason=state.reason)
-    applied = policy.stages[state.stage - 1]
-    window = window_action(applied, f"{facts.tenant}/{server.server}", now)
-    if window == "accept":
-        reason = "report-only stage" if state.stage == 1 else "outside this hour's windows"
-        return replace(base, enforced=True, reason=reason)
-    action: Action = "throttle" if window == "throttle" else "block"
-    code, enhanced = THROTTLE_CODE if action == "throttle" else BLOCK_CODE
-    minutes = applied.throttle_minutes if action == "throttle" else applied.block_minutes
-    return replace(
-        base,
-        action=action,
-        enforced=True,
-        code=code,
-        enhanced_code=enhanced,
-        text=_reply_text(policy, action, minutes),
-        reason=f"stage {state.stage} {action} window",
+    # the verdict is built once: accept unless this minute is in the stage's windows
+    scheduled = state.scheduled
+    action: Action = "accept"
+    enforced = False
+    code: int | None = None
+    enhanced: str | None = None
+    text: str | None = None
+    if scheduled is None:
+        reason = f"server is {assessment.status}"
+    elif state.reason is not None:
+        reason = state.reason
+    else:
+        enforced = True
+        applied = policy.stages[state.stage - 1]
+        window = window_action(applied, f"{facts.tenant}/{server.server}", now)
+        if window == "accept":
+            reason = "report-only stage" if state.stage == 1 else "outside this hour's windows"
+        else:
+            action = "throttle" if window == "throttle" else "block"
+            code, enhanced = THROTTLE_CODE if action == "throttle" else BLOCK_CODE
+            minutes = applied.throttle_minutes if action == "throttle" else applied.block_minutes
+            text = _reply_text(policy, action, minutes)
+            reason = f"stage {state.stage} {action} window"
+    return _make_verdict(
+        action,
+        reason,
+        server,
+        assessment,
+        state.stage,
+        state.throttle_minutes,
+        state.block_minutes,
+        state.paused_until is not None,
+        enforced,
+        code,
+        enhanced,
+        text,
+        scheduled.number if scheduled else None,
+        state.reason,
+        kind,
+        via,
     )
 
 

@@ -31,6 +31,7 @@ from functools import lru_cache
 
 from drossel.core.build import PRODUCT_ONLINE, Build, product_of
 from drossel.core.catalog import Catalog
+from drossel.core.frozen import fast_init, maker
 from drossel.core.hosted import MICROSOFT_HOSTED, HostedRule, HostedServices
 
 MAX_HEADER_BYTES = 1_048_576
@@ -59,9 +60,11 @@ _DATE_TAIL_RE = re.compile(
 MAX_MEMO = 10_000
 """Bound on remembered Received prefixes (cleared when full; cheap to recompute)."""
 MAX_MEMO_PREFIX = 512
-"""Only prefixes up to this length are remembered (real ones have 100-300 characters)."""
+"""Only prefixes up to this length are remembered (the text before the date as received,
+folds included; real ones have 100-300 characters)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Hop:
     """One Exchange-written ``Received:`` line."""
@@ -93,6 +96,7 @@ class Hop:
         return out
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DetectedServer:
     server: str
@@ -104,6 +108,7 @@ class DetectedServer:
         return {"server": self.server, "build": self.build.short, "product": self.product}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Detection:
     hops: tuple[Hop, ...]
@@ -195,34 +200,104 @@ def parse_hop(value: str, position: int, hosted: HostedServices = MICROSOFT_HOST
     result for the part before the date is remembered: every pattern here matches inside that
     part or not at all (the date is checked strictly), so the outcome is the same as parsing
     the whole line, only the position and the evidence text differ."""
-    value = value[:MAX_RECEIVED_LENGTH]
-    tail = _DATE_TAIL_RE.search(value) if hosted is MICROSOFT_HOSTED else None
-    if tail is None or tail.start() >= MAX_MEMO_PREFIX:
-        return _parse(value, position, hosted)
-    prefix = value[: tail.start() + 1]
-    template = _MEMO.get(prefix, _MISSING)
-    if template is _MISSING:
+    return _hop_of(value, position, hosted)
+
+
+class _Remembered:
+    """What the memo keeps of one line's text up to the ``;`` before its date: the unfolded
+    text, the hop parsed from it (position 0) and whether its build line is impossible on
+    premises by the catalog last asked about (a plain class: read per message)."""
+
+    __slots__ = ("marked", "prefix", "template")
+
+    def __init__(self, prefix: str, template: Hop | None) -> None:
+        self.prefix = prefix
+        self.template = template
+        #: (catalog, impossible by it), replaced as one value: threads may share the memo
+        self.marked: tuple[Catalog | None, bool] = (None, False)
+
+    def impossible_in(self, catalog: Catalog) -> bool:
+        marked = self.marked
+        if marked[0] is catalog:
+            return marked[1]
+        template = self.template
+        impossible = template is not None and _impossible(template, catalog)
+        self.marked = (catalog, impossible)
+        return impossible
+
+    def hop(self, position: int, tail: str, catalog: Catalog | None) -> Hop | None:
+        """The hop of a line with this text before its date: ``tail`` is the unfolded rest
+        from the ``;`` on."""
+        t = self.template
+        if t is None:
+            return None
+        impossible = catalog is not None and self.impossible_in(catalog)
+        header = self.prefix + tail[1:]
+        return _make_hop(
+            t.by,
+            t.from_,
+            t.build,
+            t.product,
+            t.kind,
+            t.cloud,
+            position,
+            header,
+            t.hosted,
+            impossible,
+        )
+
+
+def _remembered(raw: str, hosted: HostedServices) -> tuple[_Remembered, str] | None:
+    """The memo entry of a (possibly folded) ``Received:`` value and the unfolded rest of the
+    line from its last ``;`` on, or ``None`` when the line does not end in a plain date.
+
+    Unfolding only touches white space, so the unfolded line's last ``;`` is the raw line's
+    last ``;``: the part before it is looked up as it is (no unfolding per message), the
+    short rest is unfolded here.  The rest of the unfolded line is ``;``, one space if white
+    space followed the ``;``, and the words after it; a rest the strict date pattern matches
+    as it is (single spaces only) is already unfolded."""
+    if hosted is not MICROSOFT_HOSTED:
+        return None
+    cut = raw.rfind(";")
+    if cut < 0 or cut >= MAX_MEMO_PREFIX:
+        return None
+    # the date pattern has no ";": it can only match from the last one on
+    if _DATE_TAIL_RE.match(raw, cut) is not None:
+        tail = raw[cut:]
+    else:
+        rest = raw[cut + 1 :]
+        words = rest.split()
+        tail = ("; " if words and rest[0].isspace() else ";") + " ".join(words)
+        if _DATE_TAIL_RE.match(tail) is None:
+            return None
+    key = raw[: cut + 1]
+    entry = _MEMO.get(key)
+    if entry is None:
         if len(_MEMO) >= MAX_MEMO:
             _MEMO.clear()
-        template = _MEMO[prefix] = _parse(prefix, 0, hosted)
-    if template is None:
-        return None
-    assert isinstance(template, Hop)
-    return Hop(
-        template.by,
-        template.from_,
-        template.build,
-        template.product,
-        template.kind,
-        template.cloud,
-        position,
-        value,
-        template.hosted,
-    )
+            _PLANS.clear()
+        prefix = unfold(key)
+        if prefix == key:  # not folded: one string for both
+            prefix = key
+        entry = _MEMO[key] = _Remembered(prefix, _parse(prefix, 0, hosted))
+    return entry, tail
 
 
-_MISSING = object()
-_MEMO: dict[str, Hop | object | None] = {}
+def _hop_of(
+    raw: str, position: int, hosted: HostedServices, catalog: Catalog | None = None
+) -> Hop | None:
+    """:func:`parse_hop` of the unfolded ``raw`` value (and, with a catalog, its build line
+    checked by :func:`_mark_impossible`), from the memo when the line ends in a date."""
+    raw = raw[:MAX_RECEIVED_LENGTH]
+    found = _remembered(raw, hosted)
+    if found is None:
+        hop = _parse(unfold(raw), position, hosted)
+        return hop if hop is None or catalog is None else _mark_impossible(hop, catalog)
+    entry, tail = found
+    return entry.hop(position, tail, catalog)
+
+
+_MEMO: dict[str, _Remembered] = {}
 
 
 def _parse(value: str, position: int, hosted: HostedServices) -> Hop | None:
@@ -288,6 +363,15 @@ def _server_of(anchor: Hop, hops: Sequence[Hop]) -> DetectedServer:
     both are of the same CU (same major.minor.build): a mapi id is often a non-release revision.
     """
     assert anchor.by is not None
+    best = _best(anchor, hops)
+    assert best.build is not None and best.product is not None
+    return DetectedServer(
+        server=anchor.by, build=best.build, product=best.product, evidence=best.header
+    )
+
+
+def _best(anchor: Hop, hops: Sequence[Hop]) -> Hop:
+    """The hop whose build :func:`_server_of` takes for ``anchor`` (the first of the highest)."""
     same_host = [h for h in hops if h.by == anchor.by and h.product == anchor.product]
     if all(h.kind == "mapi" for h in same_host):
         same_host += [
@@ -303,20 +387,20 @@ def _server_of(anchor: Hop, hops: Sequence[Hop]) -> DetectedServer:
     for hop in same_host:
         if hop.build is not None and best.build is not None and hop.build > best.build:
             best = hop
-    assert best.build is not None and best.product is not None
-    return DetectedServer(
-        server=anchor.by, build=best.build, product=best.product, evidence=best.header
-    )
+    return best
+
+
+def _impossible(hop: Hop, catalog: Catalog) -> bool:
+    """A 15.x build whose CU line no on-premises release ever had (e.g. 15.0.1010.x, which
+    Exchange Online stamped in 2014): it is not an on-premises server."""
+    if hop.cloud or hop.build is None or hop.product is None:
+        return False
+    return not catalog.is_on_premises_line(hop.build)
 
 
 def _mark_impossible(hop: Hop, catalog: Catalog) -> Hop:
-    """Flag a 15.x build whose CU line no on-premises release ever had (e.g. 15.0.1010.x,
-    which Exchange Online stamped in 2014): it is not an on-premises server."""
-    if hop.cloud or hop.build is None or hop.product is None:
-        return hop
-    if catalog.is_on_premises_line(hop.build):
-        return hop
-    return replace(hop, impossible=True)
+    """The hop, flagged when :func:`_impossible` says so."""
+    return replace(hop, impossible=True) if _impossible(hop, catalog) else hop
 
 
 @lru_cache(maxsize=64)
@@ -334,37 +418,141 @@ def detect_in_headers(
     """Run detection on already split headers (name, value); values may still be folded.
 
     ``hosted`` is the knowledge of Microsoft's hosted mail (the shipped data by default);
-    ``catalog``, when given, also rules out 15.x builds of CU lines no release ever had."""
-    trusted = (
-        _trusted_set(trusted_hosts)
-        if isinstance(trusted_hosts, tuple)
-        else _trusted_set(tuple(trusted_hosts))
-    )
+    ``catalog``, when given, also rules out 15.x builds of CU lines no release ever had.
+
+    Per message this is the per-message path of the milter and the gateway, so what does not
+    depend on the dates is remembered: the hop of each line's text before its date (see
+    :func:`parse_hop`), and, for a sequence of such lines, which hops make the connecting and
+    the originating server (bounded, cleared when full; the same result as working it out)."""
+    if not trusted_hosts:
+        trusted: frozenset[str] = _NO_HOSTS
+    elif isinstance(trusted_hosts, tuple):
+        trusted = _trusted_set(trusted_hosts)
+    else:
+        trusted = _trusted_set(tuple(trusted_hosts))
     hops: list[Hop] = []
+    #: the memo entries of the hops, while every hop comes from the memo
+    entries: list[_Remembered] | None = []
     position = 0
     for name, value in headers:
-        if name.lower() != "received":
+        # only "received" in any case; lower() never makes a name shorter
+        if len(name) != 8 or (name != "Received" and name.lower() != "received"):
             continue
         if position >= MAX_RECEIVED:
             break
         raw = value[:MAX_RECEIVED_LENGTH]
-        # parse_hop needs "Microsoft" or "mapi"; unfolding only touches white space, so an
-        # ASCII value without either word is skipped before any unfolding or regex work
-        # (non-ASCII takes the full path: re.IGNORECASE also folds e.g. U+017F to "s").
-        lowered = raw.lower()
-        skip = raw.isascii() and "microsoft" not in lowered and "mapi" not in lowered
-        hop = None if skip else parse_hop(unfold(raw), position, hosted)
         position += 1
-        if hop is not None:
-            hops.append(hop if catalog is None else _mark_impossible(hop, catalog))
+        # A hop needs "Microsoft" or "mapi"; unfolding only touches white space, so an ASCII
+        # value without either word (in any case) is skipped before any unfolding or regex
+        # work (non-ASCII takes the full path: re.IGNORECASE also folds e.g. U+017F to "s").
+        lowered = raw.lower()
+        if "microsoft" not in lowered and "mapi" not in lowered and raw.isascii():
+            continue
+        # a remembered line ending in an already unfolded date: _remembered and
+        # _Remembered.hop, written out here (the usual case, once or twice per message)
+        cut = raw.rfind(";")
+        if (
+            hosted is MICROSOFT_HOSTED
+            and 0 <= cut < MAX_MEMO_PREFIX
+            and _DATE_TAIL_RE.match(raw, cut) is not None
+        ):
+            entry = _MEMO.get(raw[: cut + 1])
+            if entry is not None:
+                t = entry.template
+                if t is not None:
+                    marked = entry.marked
+                    if catalog is None:
+                        impossible = False
+                    elif marked[0] is catalog:
+                        impossible = marked[1]
+                    else:
+                        impossible = entry.impossible_in(catalog)
+                    hops.append(
+                        _make_hop(
+                            t.by,
+                            t.from_,
+                            t.build,
+                            t.product,
+                            t.kind,
+                            t.cloud,
+                            position - 1,
+                            entry.prefix + raw[cut + 1 :],
+                            t.hosted,
+                            impossible,
+                        )
+                    )
+                    if entries is not None:
+                        entries.append(entry)
+                continue
+        found = _remembered(raw, hosted)
+        if found is None:
+            hop = _parse(unfold(raw), position - 1, hosted)
+            if hop is not None:
+                hops.append(hop if catalog is None else _mark_impossible(hop, catalog))
+                entries = None
+        else:
+            entry, tail = found
+            hop = entry.hop(position - 1, tail, catalog)
+            if hop is not None:
+                hops.append(hop)
+                if entries is not None:
+                    entries.append(entry)
+    if not hops:
+        return NO_DETECTION
+    if entries is None:
+        plan = _plan(hops, trusted)
+    else:
+        # which hops are candidates and whose build each end takes depends only on the
+        # lines' text before their dates (and the trusted hosts and the catalog)
+        key = (trusted, *entries)
+        known = _PLANS.get(key)
+        if known is not None and known[0] is catalog:
+            plan = known[1]
+        else:
+            plan = _plan(hops, trusted)
+            if len(_PLANS) >= MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = (catalog, plan)
+    if plan is None:
+        return _make_detection(tuple(hops), None, None)
+    anchor, best, origin_anchor, origin_best = plan
+    found_by, found_in = hops[anchor], hops[best]
+    connecting = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
+    if origin_anchor == anchor and origin_best == best:
+        return _make_detection(tuple(hops), connecting, connecting)
+    found_by, found_in = hops[origin_anchor], hops[origin_best]
+    origin = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
+    return _make_detection(tuple(hops), connecting, origin)
+
+
+MAX_PLANS = 4096
+"""Bound on remembered hop sequences (cleared when full, and with the line memo)."""
+_Plan = tuple[int, int, int, int]
+_PLANS: dict[tuple[object, ...], tuple[Catalog | None, _Plan | None]] = {}
+
+
+def _plan(hops: list[Hop], trusted: frozenset[str]) -> _Plan | None:
+    """Indices in ``hops`` of the connecting server's anchor and best hop, and the origin's
+    (see :func:`_server_of`), or ``None`` when no hop is an on-premises server."""
     candidates = [h for h in hops if _on_premises(h, trusted)]
     if not candidates:
-        return Detection(hops=tuple(hops), connecting=None, origin=None)
-    return Detection(
-        hops=tuple(hops),
-        connecting=_server_of(candidates[0], candidates),
-        origin=_server_of(candidates[-1], candidates),
+        return None
+    first, last = candidates[0], candidates[-1]
+    index = {id(h): i for i, h in enumerate(hops)}
+    return (
+        index[id(first)],
+        index[id(_best(first, candidates))],
+        index[id(last)],
+        index[id(_best(last, candidates))],
     )
+
+
+_make_hop = maker(Hop)
+_make_server = maker(DetectedServer)
+_make_detection = maker(Detection)
+
+
+_NO_HOSTS: frozenset[str] = frozenset()
 
 
 def detect(

@@ -13,10 +13,13 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 
+from drossel.core.frozen import fast_init
 from drossel.core.policy import Policy, Stage
 
 DAY = timedelta(days=1)
+_NO_TIME = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class Pause:
         return start <= now < end
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EnforcementClock:
     """What the schedule needs to know of a server record."""
@@ -88,7 +92,7 @@ def effective_age(clock: EnforcementClock, now: datetime, pauses: Iterable[Pause
     end = min(now, clock.remediated_at) if clock.remediated_at else now
     if end <= clock.clock_start:
         return timedelta(0)
-    paused = paused_time((clock.clock_start, end), pauses)
+    paused = paused_time((clock.clock_start, end), pauses) if pauses else _NO_TIME
     return max(end - clock.clock_start - clock.credit - paused, timedelta(0))
 
 
@@ -98,6 +102,7 @@ def forgiven_gap(remediated_at: datetime, now: datetime, pauses: Iterable[Pause]
     return now - remediated_at - paused_time((remediated_at, now), pauses)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StageInfo:
     number: int  # 1-based
@@ -106,11 +111,26 @@ class StageInfo:
 
 
 def stage_for_day(policy: Policy, day: int) -> StageInfo:
+    """The stage of effective day ``day`` (remembered per stage table and day: every message
+    of a vulnerable server asks)."""
+    stages = policy.stages
+    key = (id(stages), day)
+    known = _STAGE_MEMO.get(key)
+    if known is not None:  # the entry holds the table, so its id cannot have been reused
+        return known[1]
     number = 1
-    for index, stage in enumerate(policy.stages):
+    for index, stage in enumerate(stages):
         if day >= stage.start_day:
             number = index + 1
-    return StageInfo(number=number, stage=policy.stages[number - 1], day=day)
+    info = StageInfo(number=number, stage=stages[number - 1], day=day)
+    if len(_STAGE_MEMO) >= MAX_STAGE_MEMO:
+        _STAGE_MEMO.clear()
+    _STAGE_MEMO[key] = (stages, info)
+    return info
+
+
+MAX_STAGE_MEMO = 4096
+_STAGE_MEMO: dict[tuple[int, int], tuple[tuple[Stage, ...], StageInfo]] = {}
 
 
 def stage_at(
@@ -120,6 +140,7 @@ def stage_at(
     return stage_for_day(policy, age // DAY)
 
 
+@lru_cache(maxsize=16384)
 def hour_offset(key: str) -> int:
     """Stable minute offset (0–59) of a server's windows; the same on every node and restart."""
     digest = hashlib.sha256(key.lower().encode("utf-8", "surrogatepass")).digest()

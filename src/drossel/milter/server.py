@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -183,6 +184,25 @@ class MilterServer(asyncio.AbstractServer):
         await self._server.wait_closed()
 
 
+_READ_BUFFERS = threading.local()
+
+
+def _read_buffer(size: int) -> memoryview:
+    """The socket read buffer of this thread's event loop, shared by its connections.
+
+    The loop calls ``get_buffer``, reads into it and calls ``buffer_updated`` in one go, and
+    the decoder copies what it keeps, so no connection needs the buffer between two reads:
+    one per loop instead of one per connection (64 KiB each, 64 MiB for 1,000 idle MTA
+    connections).  Per thread, because each event loop runs in its own."""
+    buffers: dict[int, memoryview] | None = getattr(_READ_BUFFERS, "by_size", None)
+    if buffers is None:
+        buffers = _READ_BUFFERS.by_size = {}
+    view = buffers.get(size)
+    if view is None:
+        view = buffers[size] = memoryview(bytearray(size))
+    return view
+
+
 class _Connection(asyncio.BufferedProtocol):
     """Drives one socket: read, decode, hand packets to the session, write.
 
@@ -210,8 +230,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.idle_timeout = idle_timeout
         self.decoder = PacketDecoder(max_packet)
         self.read_size = read_size
-        self._buffer = bytearray(read_size)
-        self._view = memoryview(self._buffer)
+        self._view = _read_buffer(read_size)
         self._queue: deque[Packet | _Pending] = deque()
         self._queued_bytes = 0
         self._busy = False  # the task is handling queued packets (policy calls)

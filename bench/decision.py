@@ -5,7 +5,9 @@ and the milter's resident memory with many cached servers and many idle connecti
 seen before (warm-up), so its record and assessment are in the decision cache and no database
 is touched.  Header sets are realistic: two to eight ``Received:`` lines (some folded, an
 on-premises Exchange hop among Postfix and hosted hops) mixed with the usual other headers, as
-the MTA hands them over (a list of ``(name, value)`` tuples, values still folded).
+the MTA hands them over (a list of ``(name, value)`` tuples, values still folded).  Every
+message has its own queue ids, message id and time stamps (``--variants`` messages per
+server), as real mail does: only an Exchange hop's line repeats, but for its date.
 
 Rows, each over ``--rounds`` rounds of ``--iterations`` messages (per-call times pooled,
 median and p99 reported, and the median of the per-round medians as a spread check):
@@ -79,39 +81,45 @@ from pathlib import Path
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 BUILDS = ("15.1.2507.6", "15.2.1544.4", "15.2.1748.39", "15.2.2562.53", "15.0.1497.2")
-STAMP = "Mon, 2 Mar 2026 10:00:{:02d} +0000"
 
 Headers = list[tuple[str, str]]
 
 
-def header_set(i: int, received: int, rng: random.Random) -> Headers:
-    """One message's headers: ``received`` Received lines (>= 2), top-most first."""
+def header_set(i: int, received: int, rng: random.Random, variant: int = 0) -> Headers:
+    """One message's headers: ``received`` Received lines (>= 2), top-most first.
+
+    ``variant`` is the server's how-manieth message: as in real mail, every message of a
+    server has its own queue ids, message id and time stamps, and only an Exchange hop's line
+    repeats but for its date (so nothing in the decision path can profit from seeing the
+    very same header text again, as a benchmark repeating identical messages would allow).
+    """
+    v = variant
+    stamp = f"Mon, 2 Mar 2026 {10 + v // 60 % 12:02d}:{v % 60:02d}:{i % 60:02d} +0000"
     server = f"ex{i:03d}.corp{i % 7}.example"
     build = BUILDS[i % len(BUILDS)]
     lines = [
         # our own MTA's hop (Postfix), folded as Postfix writes it
         f"from {server} ({server} [192.0.2.{i % 250 + 1}])\n\t(using TLSv1.3 with cipher "
         f"TLS_AES_256_GCM_SHA384 (256/256 bits))\n\tby mx1.receiver.example (Postfix) with ESMTPS "
-        f"id 4Zx{i:05d}Q;\n\t{STAMP.format(i % 60)}",
+        f"id 4Zx{i:05d}{v:05d}Q;\n\t{stamp}",
         # the connecting on-premises Exchange server (transport hop)
         f"from mbx{i % 3}.corp{i % 7}.example (10.1.0.{i % 200}) by {server} (10.1.0.1) with "
         f"Microsoft SMTP Server\n (version=TLS1_2, cipher=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) "
-        f"id {build}; {STAMP.format(i % 60)}",
+        f"id {build}; {stamp}",
     ]
     extra = [
         f"from mbx{i % 3}.corp{i % 7}.example ([fe80::1%{i}]) by mbx{i % 3}.corp{i % 7}.example "
-        f"([fe80::1%{i}]) with mapi id {build}; {STAMP.format(i % 60)}",
+        f"([fe80::1%{i}]) with mapi id {build}; {stamp}",
         f"from app{i}.corp{i % 7}.example (app{i}.corp{i % 7}.example [10.2.0.{i % 200}])\n\tby "
-        f"relay.corp{i % 7}.example (Postfix) with ESMTP id 9A{i:04d};\n\t{STAMP.format(i % 60)}",
+        f"relay.corp{i % 7}.example (Postfix) with ESMTP id 9A{i:04d}{v:05d};\n\t{stamp}",
         f"from localhost (localhost [127.0.0.1]) by app{i}.corp{i % 7}.example (8.15.2/8.15.2) "
-        f"with ESMTP id 1AB{i:04d}; {STAMP.format(i % 60)}",
+        f"with ESMTP id 1AB{i:04d}{v:05d}; {stamp}",
         f"from scanner.corp{i % 7}.example (scanner [10.3.0.5]) by relay.corp{i % 7}.example "
-        f"(Postfix) with ESMTPS id 77{i:04d}; {STAMP.format(i % 60)}",
-        f"by 2002:a05:6000:1b0c:b0:39c:1f0a:4a1b with SMTP id\n\tabc{i}csp123456;\n\t"
-        f"{STAMP.format(i % 60)}",
+        f"(Postfix) with ESMTPS id 77{i:04d}{v:05d}; {stamp}",
+        f"by 2002:a05:6000:1b0c:b0:39c:1f0a:4a1b with SMTP id\n\tabc{i}csp{v:06d};\n\t{stamp}",
         f"from edge.corp{i % 7}.example (10.0.0.9) by mbx{i % 3}.corp{i % 7}.example "
         f"(10.1.0.2) with Microsoft SMTP Server (version=TLS1_2,\n cipher=TLS_ECDHE_RSA) "
-        f"id {build}; {STAMP.format(i % 60)}",
+        f"id {build}; {stamp}",
     ]
     received_values = lines + extra[: max(0, received - 2)]
     others_before = [
@@ -130,8 +138,8 @@ def header_set(i: int, received: int, rng: random.Random) -> Headers:
         ("Subject", f"Quarterly report {i}"),
         ("Thread-Topic", f"Quarterly report {i}"),
         ("Thread-Index", "AQHbX2" + "a" * 30),
-        ("Date", STAMP.format(i % 60)),
-        ("Message-ID", f"<{i:08x}.abc@mbx{i % 3}.corp{i % 7}.example>"),
+        ("Date", stamp),
+        ("Message-ID", f"<{i:08x}.{v:06x}.abc@mbx{i % 3}.corp{i % 7}.example>"),
         ("Accept-Language", "en-US"),
         ("Content-Language", "en-US"),
         ("X-MS-Has-Attach", ""),
@@ -148,9 +156,12 @@ def header_set(i: int, received: int, rng: random.Random) -> Headers:
     )
 
 
-def header_sets(count: int, seed: int = 1) -> list[Headers]:
+def header_sets(count: int, seed: int = 1, variants: int = 1) -> list[Headers]:
+    """``variants`` messages from each of ``count`` servers (server ``m % count``)."""
     rng = random.Random(seed)
-    return [header_set(i, 2 + i % 7, rng) for i in range(count)]
+    return [
+        header_set(m % count, 2 + m % count % 7, rng, m // count) for m in range(count * variants)
+    ]
 
 
 def block_of(headers: Headers) -> str:
@@ -377,11 +388,11 @@ def connector_row(
     return Row("memory, cache, connector (clocks running)", steady, iterations)
 
 
-def measure(iterations: int, rounds: int, sets: int) -> list[dict[str, object]]:
+def measure(iterations: int, rounds: int, sets: int, variants: int = 1) -> list[dict[str, object]]:
     """Every row, round by round; within a round the rows take turns in slices of a twentieth
     of their calls, in a rotating order, so a burst of load from other jobs on a shared
     machine falls on all rows alike (the ratios to the reference stay meaningful)."""
-    messages = header_sets(sets)
+    messages = header_sets(sets, variants=variants)
     blocks = [block_of(h) for h in messages]
     parser = HeaderParser()
     reference = Row(
@@ -397,7 +408,7 @@ def measure(iterations: int, rounds: int, sets: int) -> list[dict[str, object]]:
                 gc.collect()
                 for turn in range(SLICES):
                     for row in rows[turn % len(rows) :] + rows[: turn % len(rows)]:
-                        row.run_slice(sets)
+                        row.run_slice(len(messages))
                 for row in rows:
                     row.end_round()
         finally:
@@ -723,6 +734,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20_000, help="messages per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sets", type=int, default=200, help="distinct header sets / servers")
+    parser.add_argument(
+        "--variants", type=int, default=50, help="messages per server, each with its own ids"
+    )
     parser.add_argument("--memory", type=int, default=0, help="servers for the memory rows")
     parser.add_argument(
         "--connections", type=int, default=0, help="idle connections for the milter memory row"
@@ -742,11 +756,12 @@ def main() -> None:
         return
     results: dict[str, object] = {}
     if not args.no_decision:
-        rows = measure(args.iterations, args.rounds, args.sets)
+        rows = measure(args.iterations, args.rounds, args.sets, args.variants)
         results["decision"] = rows
         print(
             f"decision: {args.rounds} rounds x {args.iterations} messages, "
-            f"{args.sets} header sets (2-8 Received lines)"
+            f"{args.sets} servers x {args.variants} messages each "
+            "(2-8 Received lines; own ids and times per message)"
         )
         print(table(rows))
     lines = []

@@ -214,7 +214,7 @@ class _Remembered:
         self.prefix = prefix
         self.template = template
         #: (catalog, impossible by it), replaced as one value: threads may share the memo
-        self.marked: tuple[Catalog | None, bool] = (None, False)
+        self.marked: tuple[Catalog | None, bool] = _UNMARKED
 
     def impossible_in(self, catalog: Catalog) -> bool:
         marked = self.marked
@@ -298,6 +298,7 @@ def _hop_of(
 
 
 _MEMO: dict[str, _Remembered] = {}
+_UNMARKED: tuple[Catalog | None, bool] = (None, False)
 
 
 def _parse(value: str, position: int, hosted: HostedServices) -> Hop | None:

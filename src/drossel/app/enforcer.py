@@ -371,8 +371,13 @@ class Enforcer(Generic[StoreT]):
             self.cache.put(key, new, blind=True)
         else:
             assert old is not None  # a first sighting always needs writing
-            if new.last_seen != old.last_seen:  # the only field that may have changed
-                self.queue.touch(key, new.last_seen)
+            at = new.last_seen
+            if at != old.last_seen:  # the only field that may have changed
+                # OutageQueue.touch, written out (once per message)
+                seen = self.queue.seen
+                queued = seen.get(key)
+                if queued is None or at >= queued:
+                    seen[key] = at
             records[key] = new  # blind or not, as it was
         if not known and self.config.storage.fail_mode == "tempfail":
             verdict = _deferred(server, assessment)
@@ -388,7 +393,9 @@ class Enforcer(Generic[StoreT]):
                 assessment,
                 evidence,
             )
-        self.queue.count((facts.tenant, server.server, pending.day, verdict.action))
+        counts = self.queue.counts  # OutageQueue.count, written out (once per message)
+        count_key = (facts.tenant, server.server, pending.day, verdict.action)
+        counts[count_key] = counts.get(count_key, 0) + 1
         return verdict
 
     def _account(self, verdict: Verdict, pending: _Pending, started: float) -> Outcome:

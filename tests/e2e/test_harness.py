@@ -185,7 +185,7 @@ def test_sink_reply_codes_defer_then_deliver(
     assert sink.messages == [] and sink.rejected
 
     sink.clear_replies()
-    recv.flush()
+    recv.flush_until(lambda: sink.messages, timeout=15)
     (got,) = sink.wait_for(1, timeout=15)
     assert got.header("Subject") == "later"
     recv.wait_queue_empty(10)
@@ -224,7 +224,7 @@ def test_milter_450_keeps_mail_deferred_in_sending_queue(
 
     # once the milter lets it through (CONTINUE), the deferred message is delivered
     milter.reply = None
-    send.flush()
+    send.flush_until(lambda: sink.messages, timeout=15)
     (got,) = sink.wait_for(1, timeout=15)
     assert got.header("Subject") == "throttled"
     send.wait_queue_empty(10)

@@ -141,7 +141,7 @@ def test_sending_postfix_queues_on_450_and_gets_a_bounce_on_550(
     assert len(sink.messages) == 1
     # ... and delivers it once the window has passed.
     milter.restart(outside_windows(31))
-    sender.flush()
+    sender.flush_until(lambda: len(sink.messages) >= 2, timeout=30)
     sink.wait_for(2, timeout=30)
     sender.wait_queue_empty(timeout=30)
 

@@ -446,6 +446,24 @@ class PostfixInstance:
         """Attempt to deliver all queued mail now (``postqueue -f``)."""
         self.run("postqueue", "-f")
 
+    def flush_until(self, done: Callable[[], object], timeout: float = 15.0) -> None:
+        """Flush, and again every second, until ``done()`` is true.
+
+        A deferral shows in the queue while the delivery agent is still finishing; a flush
+        in that moment is skipped by qmgr ("still being delivered") and the message would
+        wait for its retry time, so one flush right after a deferral is not enough.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.flush()
+            step = time.monotonic() + 1.0
+            while time.monotonic() < min(step, deadline):
+                if done():
+                    return
+                time.sleep(0.05)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.name}: not done within {timeout}s after flushing")
+
     def queue(self) -> list[dict[str, Any]]:
         """Parsed ``postqueue -j``: one dict per message (queue_name, recipients with
         delay_reason, ...)."""
@@ -483,21 +501,11 @@ class PostfixInstance:
         self.wait_queue(lambda q: not q, timeout, what="empty queue")
 
     def wait_deferred(self, needle: str, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Wait until a message sits in the deferred queue with a recipient whose
-        delay_reason contains ``needle``.
-
-        The reason is visible while the delivery agent is still finishing (the message is
-        then still in the active or incoming queue, "still being delivered"); a ``flush()``
-        in that moment is skipped by qmgr and the message then waits for its retry time, so
-        only a message that has reached the deferred queue counts.
-        """
+        """Wait until a queued recipient has a delay_reason containing ``needle``."""
 
         def has(q: list[dict[str, Any]]) -> bool:
             return any(
-                needle in r.get("delay_reason", "")
-                for m in q
-                if m.get("queue_name") == "deferred"
-                for r in m.get("recipients", [])
+                needle in r.get("delay_reason", "") for m in q for r in m.get("recipients", [])
             )
 
         return self.wait_queue(has, timeout, what=f"deferral containing {needle!r}")

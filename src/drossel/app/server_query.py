@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Literal, get_args
 
 from drossel.app.records import StoredServer
 
 #: columns the overview sorts by (ties: by server name, then first stored first)
-SORTS = (
+Sort = Literal[
     "server",
     "tenant",
     "product",
@@ -35,7 +36,8 @@ SORTS = (
     "accepted",
     "throttled",
     "blocked",
-)
+]
+SORTS: tuple[str, ...] = get_args(Sort)
 EVIDENCE_KINDS = ("connector", "verified", "unverified")
 #: the counter actions behind the "accepted", "throttled" and "blocked" columns
 COUNT_SORTS = {"accepted": "accept", "throttled": "throttle", "blocked": "block"}

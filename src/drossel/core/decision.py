@@ -319,49 +319,35 @@ def observe_changes(
     connector_type = facts.connector_type
     trusted_now = was_trusted or is_trusted
     if record is None:
-        new = _make_record(
-            facts.tenant,
-            server.server,
-            first_detected,
-            last_seen,
-            build,
-            product,
-            status,
-            clock_start,
-            clock_credit,
-            remediated_at,
-            connector_type,
-            kind,
-            via,
-            trusted_now,
+        changed, tenant, name = True, facts.tenant, server.server
+    else:
+        # compared as the enforcer's "needs writing" always compared (by value) ...
+        changed = not (
+            build == record.build
+            and kind == record.evidence
+            and via == record.via
+            and clock_start == record.clock_start
+            and remediated_at == record.remediated_at
+            and status == record.status
+            and product == record.product
+            and connector_type == record.connector_type
+            and trusted_now == record.trusted
+            and clock_credit == record.clock_credit
+            and first_detected == record.first_detected
         )
-        return new, True
-    # compared as the enforcer's "needs writing" always compared (by value) ...
-    changed = not (
-        build == record.build
-        and kind == record.evidence
-        and via == record.via
-        and clock_start == record.clock_start
-        and remediated_at == record.remediated_at
-        and status == record.status
-        and product == record.product
-        and connector_type == record.connector_type
-        and trusted_now == record.trusted
-        and clock_credit == record.clock_credit
-        and first_detected == record.first_detected
-    )
-    # ... and the record itself is kept only when every value is its own (the times by
-    # identity: an equal time in another zone would still change the record's text)
-    if (
-        not changed
-        and last_seen is record.last_seen
-        and clock_start is record.clock_start
-        and remediated_at is record.remediated_at
-    ):
-        return record, False
+        # ... and the record itself is kept only when every value is its own (the times by
+        # identity: an equal time in another zone would still change the record's text)
+        if (
+            not changed
+            and last_seen is record.last_seen
+            and clock_start is record.clock_start
+            and remediated_at is record.remediated_at
+        ):
+            return record, False
+        tenant, name = record.tenant, record.server
     new = _make_record(
-        record.tenant,
-        record.server,
+        tenant,
+        name,
         first_detected,
         last_seen,
         build,

@@ -27,6 +27,7 @@ from drossel.app.report import (
     server_report,
     tenant_report,
 )
+from drossel.app.server_query import Sort
 from drossel.app.services import Services
 from drossel.config import Clock, Config
 from drossel.core.catalog import Catalog
@@ -192,17 +193,6 @@ def _iso_day(d: date | None) -> str | None:
 
 # --- the operator overview's parameters (the page /operator/servers and /api/v1/report) -----
 
-Sort = Literal[
-    "server",
-    "tenant",
-    "product",
-    "stage",
-    "first_seen",
-    "last_seen",
-    "accepted",
-    "throttled",
-    "blocked",
-]
 PER_PAGE_CHOICES = (50, 100, 200)
 
 

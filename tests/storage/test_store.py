@@ -254,3 +254,28 @@ def test_an_open_read_does_not_hold_up_writers(store: Store) -> None:
         assert len(store.list_servers()) == before + 1
     finally:
         other.dispose()
+
+
+def test_touch_servers_advances_last_seen_in_batches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last-seen times move forward only, unknown servers are skipped, and a batch larger than
+    one transaction's share is written whole (the flusher hands over every server at once)."""
+    monkeypatch.setattr(Store, "TOUCH_BATCH", 3)
+    names = [f"ex{i:02d}.contoso.example" for i in range(8)]
+    for name in names:
+        store.save_server(record(NOW, server=name), "evidence", NOW)
+    later = NOW + timedelta(hours=2)
+    seen = {("contoso", name): later + timedelta(minutes=i) for i, name in enumerate(names)}
+    seen[("contoso", names[0])] = NOW - timedelta(days=1)  # backwards: ignored
+    seen[("contoso", "unknown.contoso.example")] = later  # never recorded: skipped
+    seen[("nobody", names[1])] = later  # another tenant's: skipped
+    store.touch_servers(seen)
+    got = {s.record.server: s.record.last_seen for s in store.list_servers("contoso")}
+    assert got[names[0]] == NOW
+    for i, name in enumerate(names[1:], start=1):
+        assert got[name] == later + timedelta(minutes=i)
+    assert "unknown.contoso.example" not in got
+    assert store.list_servers("nobody") == []
+    history = store.build_history(store.get_server("contoso", names[5]).id)  # type: ignore[union-attr]
+    assert history == [("15.1.2507.6", NOW, later + timedelta(minutes=5))]

@@ -520,8 +520,7 @@ class Enforcer(Generic[StoreT]):
             counts = dict(from_file.counts)
             for ckey, n in taken.counts.items():
                 counts[ckey] = counts.get(ckey, 0) + n
-            for (tenant, server), at in seen.items():
-                self.store.touch_server(tenant, server, at)
+            self.store.touch_servers(seen)
             self.store.add_counts(counts, now)
             if file_lines and journal is not None:
                 journal.clear()

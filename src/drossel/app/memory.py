@@ -9,7 +9,7 @@ import itertools
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -159,14 +159,15 @@ class MemoryStore:
         first, last = history.get(build, (seen, seen))
         history[build] = (min(first, seen), max(last, seen))
 
-    def touch_server(self, tenant: str, fqdn: str, seen: datetime) -> None:
+    def touch_servers(self, seen: Mapping[tuple[str, str], datetime]) -> None:
         with self._lock:
-            stored = self._servers.get((tenant, fqdn))
-            if stored is None or stored.record.last_seen >= seen:
-                return
-            record = replace(stored.record, last_seen=seen)
-            self._servers[(tenant, fqdn)] = replace(stored, record=record)
-            self._touch_build(stored.id, record.build, seen)
+            for key, at in seen.items():
+                stored = self._servers.get(key)
+                if stored is None or stored.record.last_seen >= at:
+                    continue
+                record = replace(stored.record, last_seen=at)
+                self._servers[key] = replace(stored, record=record)
+                self._touch_build(stored.id, record.build, at)
 
     def add_counts(self, counts: dict[tuple[str, str, date, str], int], now: datetime) -> None:
         with self._lock:

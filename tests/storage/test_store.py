@@ -99,6 +99,29 @@ def test_counts_accumulate(store: Store) -> None:
     )
     assert store.total_counts(stored.id) == {"accept": 5, "block": 1}
     assert store.daily_counts(stored.id, day) == {day: {"accept": 5, "block": 1}}
+    # counters of a server or tenant nobody recorded are dropped, and make no tenant
+    store.add_counts(
+        {
+            ("contoso", "unknown.contoso.example", day, "accept"): 7,
+            ("nobody", stored.record.server, day, "accept"): 7,
+        },
+        NOW,
+    )
+    assert store.total_counts(stored.id) == {"accept": 5, "block": 1}
+    assert [t.name for t in store.list_tenants()] == ["contoso"]
+
+
+def test_concurrent_counts_from_several_flushers_add_up(store: Store) -> None:
+    """Several nodes flush counters for the same new day at once: each row is made once and
+    every increment lands (no lost update, no duplicate row)."""
+    names = [f"ex{i:02d}.contoso.example" for i in range(20)]
+    ids = [store.save_server(record(NOW, server=n), "", NOW).id for n in names]
+    day = NOW.date() + timedelta(days=1)
+    batch = {("contoso", n, day, a): 1 for n in names for a in ("accept", "throttle")}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: store.add_counts(batch, NOW), range(8)))
+    for server_id in ids:
+        assert store.daily_counts(server_id, day) == {day: {"accept": 8, "throttle": 8}}
 
 
 def test_pause_budget_rules(store: Store) -> None:
@@ -279,3 +302,5 @@ def test_touch_servers_advances_last_seen_in_batches(
     assert store.list_servers("nobody") == []
     history = store.build_history(store.get_server("contoso", names[5]).id)  # type: ignore[union-attr]
     assert history == [("15.1.2507.6", NOW, later + timedelta(minutes=5))]
+    unmoved = store.build_history(store.get_server("contoso", names[0]).id)  # type: ignore[union-attr]
+    assert unmoved == [("15.1.2507.6", NOW, NOW)]

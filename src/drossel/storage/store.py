@@ -15,21 +15,31 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Date,
+    DateTime,
     Engine,
+    Integer,
     Row,
+    String,
+    bindparam,
     create_engine,
     event,
     func,
     insert,
+    literal,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import Executable
 
 from drossel.app.errors import Conflict, Invalid, NotFound
 from drossel.app.records import (
@@ -79,6 +89,83 @@ def from_db(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@lru_cache(maxsize=1)
+def _touch_statements() -> tuple[Executable, ...]:
+    """What :meth:`Store.touch_servers` runs for each (tenant, fqdn, at), in this order and
+    many parameter sets at a time: the current build's history first (added if missing, else
+    advanced), then the server's own last-seen time; nothing ever moves backwards."""
+    servers, tenants, history = t.servers, t.tenants, t.build_history
+    at = bindparam("b_at", type_=DateTime())
+    server = (
+        select(servers.c.id, servers.c.build)
+        .join(tenants, tenants.c.id == servers.c.tenant_id)
+        .where(tenants.c.name == bindparam("b_tenant"), servers.c.fqdn == bindparam("b_fqdn"))
+    )
+    server_id = server.with_only_columns(servers.c.id).scalar_subquery()
+    current_build = (
+        select(servers.c.build).where(servers.c.id == history.c.server_id).scalar_subquery()
+    )
+    listed = (
+        select(history.c.id)
+        .where(history.c.server_id == servers.c.id, history.c.build == servers.c.build)
+        .exists()
+    )
+    add_history = insert(history).from_select(
+        ["server_id", "build", "first_seen", "last_seen"],
+        server.add_columns(at, at).where(~listed),
+    )
+    advance_history = (
+        update(history)
+        .where(
+            history.c.server_id == server_id,
+            history.c.build == current_build,
+            history.c.last_seen < at,
+        )
+        .values(last_seen=at)
+    )
+    advance_server = (
+        update(servers)
+        .where(servers.c.id == server_id, servers.c.last_seen < at)
+        .values(last_seen=at)
+    )
+    return add_history, advance_history, advance_server
+
+
+@lru_cache(maxsize=2)
+def _count_statements(postgres: bool) -> tuple[Executable, ...]:
+    """What :meth:`Store.add_counts` runs for each (tenant, fqdn, day, action, n), many
+    parameter sets at a time: the counter row made if missing (another node may make it at
+    the same moment: that insert is then skipped), then ``n`` added.  Unknown servers match
+    no row and are skipped."""
+    counts, servers, tenants = t.daily_counts, t.servers, t.tenants
+    day = bindparam("b_day", type_=Date())
+    action = bindparam("b_action", type_=String())
+    server = (
+        select(servers.c.id)
+        .join(tenants, tenants.c.id == servers.c.tenant_id)
+        .where(tenants.c.name == bindparam("b_tenant"), servers.c.fqdn == bindparam("b_fqdn"))
+    )
+    dialect_insert = postgresql_insert if postgres else sqlite_insert
+    add = (
+        dialect_insert(counts)
+        .from_select(
+            ["server_id", "day", "action", "count"],
+            server.add_columns(day, action, literal(0, Integer())),
+        )
+        .on_conflict_do_nothing()
+    )
+    bump = (
+        update(counts)
+        .where(
+            counts.c.server_id == server.scalar_subquery(),
+            counts.c.day == day,
+            counts.c.action == action,
+        )
+        .values(count=counts.c.count + bindparam("b_n", type_=Integer()))
+    )
+    return add, bump
 
 
 def _aware(moment: datetime) -> datetime:
@@ -447,23 +534,15 @@ class Store:
         Many servers per transaction: one commit each cost ~1.4 ms on SQLite, so a flusher
         with 100,000 servers to touch fell minutes behind.  Keys are taken in order, so two
         nodes touching the same servers on PostgreSQL lock them in the same order."""
-        items = sorted(seen.items())
-        for start in range(0, len(items), self.TOUCH_BATCH):
+        rows = [
+            {"b_tenant": tenant, "b_fqdn": fqdn, "b_at": to_db(at)}
+            for (tenant, fqdn), at in sorted(seen.items())
+        ]
+        statements = _touch_statements()
+        for start in range(0, len(rows), self.TOUCH_BATCH):
             with self.tx() as conn:
-                for (tenant, fqdn), at in items[start : start + self.TOUCH_BATCH]:
-                    row = conn.execute(
-                        select(t.servers.c.id, t.servers.c.last_seen, t.servers.c.build)
-                        .join(t.tenants, t.tenants.c.id == t.servers.c.tenant_id)
-                        .where(t.tenants.c.name == tenant, t.servers.c.fqdn == fqdn)
-                    ).first()
-                    if row is None or _aware(row.last_seen) >= at:
-                        continue
-                    conn.execute(
-                        update(t.servers)
-                        .where(t.servers.c.id == row.id)
-                        .values(last_seen=to_db(at))
-                    )
-                    self._touch_build(conn, row.id, row.build, at)
+                for statement in statements:
+                    conn.execute(statement, rows[start : start + self.TOUCH_BATCH])
 
     def _touch_build(self, conn: Connection, server_id: int, build: str, seen: datetime) -> None:
         key = (t.build_history.c.server_id == server_id, t.build_history.c.build == build)
@@ -527,30 +606,14 @@ class Store:
         """Add batched per-day counters: key (tenant, server, day, action) → n."""
         if not counts:
             return
-        with self.tx() as conn:
-            for (tenant, fqdn, day, action), n in sorted(counts.items()):
-                tenant_id = self.ensure_tenant(conn, tenant, now)
-                server = conn.execute(
-                    select(t.servers.c.id).where(
-                        t.servers.c.tenant_id == tenant_id, t.servers.c.fqdn == fqdn
-                    )
-                ).first()
-                if server is None:
-                    continue
-                key = (
-                    t.daily_counts.c.server_id == server[0],
-                    t.daily_counts.c.day == day,
-                    t.daily_counts.c.action == action,
-                )
-                changed = conn.execute(
-                    update(t.daily_counts).where(*key).values(count=t.daily_counts.c.count + n)
-                ).rowcount
-                if not changed:
-                    conn.execute(
-                        insert(t.daily_counts).values(
-                            server_id=server[0], day=day, action=action, count=n
-                        )
-                    )
+        rows = [
+            {"b_tenant": tenant, "b_fqdn": fqdn, "b_day": day, "b_action": action, "b_n": n}
+            for (tenant, fqdn, day, action), n in sorted(counts.items())
+        ]
+        statements = _count_statements(self.is_postgres)
+        with self.tx() as conn:  # one transaction: a retried flush never counts twice
+            for statement in statements:
+                conn.execute(statement, rows)
 
     def daily_counts(self, server_id: int, since: date) -> dict[date, dict[str, int]]:
         with self.engine.connect() as conn:

@@ -1,16 +1,19 @@
 """``drossel token create|list|revoke`` against a running ``drossel serve``: a revoked token and
-every session made with it are refused by the running web process on the very next request."""
+every session made with it are refused by the running web process on the very next request,
+and by every web node sharing the database (PostgreSQL) within a second."""
 
 from __future__ import annotations
 
+import secrets
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from tests.cli.running import browser_login, http, run, serve, token_json
+from tests.cli.running import browser_login, clean_env, http, run, serve, token_json
 from tests.pg import postgres_database
 
 
@@ -75,6 +78,48 @@ def _revocation_reaches_a_running_server(tmp_path: Path, db: tuple[str, ...]) ->
     assert again.returncode != 0 and "already revoked" in again.stderr
     unknown = run("token", "revoke", "999", *db, cwd=tmp_path)
     assert unknown.returncode != 0 and "unknown token 999" in unknown.stderr
+
+
+@pytest.mark.postgres
+def test_revocation_reaches_every_node_within_a_second(tmp_path: Path) -> None:
+    """Two ``drossel serve`` nodes on one PostgreSQL database with a shared session key (as
+    docs/operations.md asks): after ``drossel token revoke`` returns, both nodes refuse the
+    token and every session made with it, on either node, within one second."""
+    env = clean_env(DROSSEL_SESSION_KEY=secrets.token_hex(32))
+    with postgres_database(f"drossel_test_{uuid.uuid4().hex[:10]}") as url:
+        db = ("--db", url)
+        assert run("db", "upgrade", *db, cwd=tmp_path).returncode == 0
+        nodes = []
+        try:
+            for name in ("node-a", "node-b"):
+                (tmp_path / name).mkdir()
+                nodes.append(serve(tmp_path / name, *db, env=env))
+            assert run("tenant", "add", "contoso", *db, cwd=tmp_path).returncode == 0
+            created = run("token", "create", "--tenant", "contoso", "--label", "bob", *db,
+                          cwd=tmp_path)  # fmt: skip
+            assert created.returncode == 0, created.stderr
+            token = created.stdout.strip()
+            sessions = [browser_login(node, token) for node in nodes]
+            for node in nodes:
+                assert http(node.url("/api/v1/me"), token=token)[0] == 200
+                for session in sessions:  # the shared key: a session works on either node
+                    assert http(node.url("/t/contoso"), cookie=session)[0] == 200
+
+            (row,) = [r for r in token_json(tmp_path, *db) if r["label"] == "bob"]
+            revoked = run("token", "revoke", str(row["id"]), *db, cwd=tmp_path)
+            assert revoked.returncode == 0, revoked.stderr
+            returned = time.monotonic()
+            for node in nodes:
+                assert http(node.url("/api/v1/me"), token=token)[0] == 401
+                for session in sessions:
+                    status, headers, _ = http(node.url("/t/contoso"), cookie=session)
+                    assert status == 303 and headers["location"].startswith("/login")
+            refused_within = time.monotonic() - returned
+            print(f"\nrevoked token and 2 sessions refused by 2 nodes in {refused_within:.3f} s")
+            assert refused_within < 1.0
+        finally:
+            for node in nodes:
+                node.stop()
 
 
 def test_token_list_table_and_private_state_files(tmp_path: Path) -> None:

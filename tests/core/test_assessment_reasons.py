@@ -75,3 +75,43 @@ def test_on_premises_lines_and_unlisted_revisions_still_graded(catalog: Catalog)
     # newer than the catalog: unknown, never ruled out as hosted
     assert catalog.is_on_premises_line(Build.from_text("15.2.2600.1"))
     assert _grade(catalog, "15.2.2600.1", "2026-11-23").status == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("build", "last_line"),
+    [
+        ("15.0.1500.1", "15.0.1497"),  # Exchange 2013 ended at CU23
+        ("15.1.2600.5", "15.1.2507"),  # Exchange 2016 ended at CU23 (ESU updates keep 2507)
+        ("15.2.1800.3", "15.2.1748"),  # Exchange 2019 ended at CU15; SE starts at 15.2.2562
+    ],
+)
+def test_a_line_after_a_closed_products_last_cu_is_not_on_premises(
+    catalog: Catalog, build: str, last_line: str
+) -> None:
+    """A closed product (support over before the catalog's newest release) gets no new CU, so
+    a line above its last one is not an on-premises server; it is derived from the catalog's
+    lifecycle dates, not listed by hand."""
+    assert catalog.is_closed("Exchange 2013") and catalog.is_closed("Exchange 2019")
+    assert not catalog.is_closed("Exchange SE")
+    assert not catalog.is_on_premises_line(Build.from_text(build))
+    result = _grade(catalog, build, "2026-11-23")
+    assert result.status == "not_applicable" and not result.persistently_vulnerable
+    assert any(f"its last CU line is {last_line}" in r for r in result.reasons), result.reasons
+    # a later revision of the last line is a real (unlisted) update, never ruled out
+    later = f"{last_line}.99"
+    assert catalog.is_on_premises_line(Build.from_text(later))
+    assert _grade(catalog, later, "2026-11-23").status != "not_applicable"
+
+
+def test_a_live_or_future_product_is_never_closed(catalog: Catalog) -> None:
+    """Closing needs the catalog to know releases after the end of support: a catalog that
+    stops before a product's end keeps lines above its newest build open ("unknown")."""
+    from dataclasses import replace
+
+    cut = date(2025, 10, 1)  # before 2016/2019's end of extended support
+    old = replace(catalog, releases=tuple(r for r in catalog.releases if r.release_date <= cut))
+    assert not old.is_closed("Exchange 2016") and not old.is_closed("Exchange 2019")
+    assert old.is_closed("Exchange 2013")
+    assert old.is_on_premises_line(Build.from_text("15.1.2600.5"))
+    assert not catalog.is_closed("Exchange SE")
+    assert catalog.is_on_premises_line(Build.from_text("15.2.2600.1"))

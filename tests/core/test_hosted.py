@@ -26,6 +26,17 @@ ON_PREMISES_NAMES = (
     "cas13",
     "mbx1",
     "10.1.2.3",
+    # names shaped a little like Microsoft machine names (pod patterns match the first label
+    # whatever the zone, so they must stay this specific)
+    "mail01-ex1.contoso.example",
+    "mail2-dc1.fabrikam.example",
+    "mail-gw01.northwind.example",
+    "mail-in1.tailspin.example",
+    "ex-ny1-obe.litware.example",
+    "srv01-ex2019.corp.example",
+    "HE105712.emea1.cds.t-internal.example",
+    "chn-vm-ex04.mchp-main.example",
+    "US01WEHTC3.internal.example",
 )
 
 
@@ -78,6 +89,12 @@ def test_on_premises_names_are_not_hosted(host: str) -> None:
         ("NT0PR01MB1278.CHNPR01.prod.partner.outlook.cn", "21Vianet"),
         ("USG02-BN3-obe.outbound.protection.office365.us", "GCC High"),
         ("xyz.mail.protection.outlook.de", "Deutschland"),
+        ("FRAPR01MB1170.DEUPRD01.PROD.OUTLOOK.DE", "Deutschland"),
+        ("GER01-LEJ-obe", "outbound pools"),
+        ("mail-bn8nam04on2046", "outbound machines"),
+        ("BL0GCC02FT048", "forest machines"),
+        ("BL02EPF0001A100", "front-door"),
+        ("048-CH1MPN1-032", "Dedicated"),
         ("blu0-omc3-s29.blu0.hotmail.com", "Hotmail"),
         ("BLU0-SMTP479.phx.gbl", "Hotmail"),
         ("mail.microsoft.com", "Microsoft's own"),

@@ -93,6 +93,15 @@ def _not_on_premises(build: Build, catalog: Catalog) -> str | None:
         )
     if not catalog.is_on_premises_line(build):
         line = ".".join(str(part) for part in build.cu_key)
+        product = product_of(build)
+        newest = max((r.build for r in catalog.releases if r.product == product), default=None)
+        if newest is not None and build > newest:
+            last = ".".join(str(part) for part in newest.cu_key)
+            return (
+                f"no on-premises {product} release has build line {line}: its last CU line is "
+                f"{last} and no CU can follow after its end of support "
+                f"(catalog {catalog.version})"
+            )
         return (
             f"no on-premises {product_of(build)} release has build line {line} "
             f"(catalog {catalog.version}); Exchange Online stamped such builds"

@@ -82,6 +82,7 @@ class Catalog:
     _lines: dict[Build, Release] = field(init=False, repr=False, compare=False)
     _cu_keys: frozenset[tuple[int, int, int]] = field(init=False, repr=False, compare=False)
     _newest: dict[str, Build] = field(init=False, repr=False, compare=False)
+    _closed: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.releases, key=lambda r: (r.build, r.release_date)))
@@ -97,20 +98,42 @@ class Catalog:
         object.__setattr__(self, "_cu_keys", frozenset(r.build.cu_key for r in ordered))
         # releases are sorted by build, so the last one seen of a product is its newest
         object.__setattr__(self, "_newest", {r.product: r.build for r in ordered})
+        newest_date = max((r.release_date for r in ordered), default=None)
+        closed = frozenset(
+            name
+            for name, lifecycle in self.products.items()
+            if newest_date is not None
+            and lifecycle.extended_end is not None
+            and lifecycle.extended_end < newest_date
+        )
+        object.__setattr__(self, "_closed", closed)
 
     def is_on_premises_line(self, build: Build) -> bool:
         """False for an Exchange 2013/2016/2019/SE build whose CU line (major.minor.build) no
         release ever had, within the range the catalog covers: on-premises servers run released
         CUs (security updates keep the CU's build number), while Exchange Online stamped
-        in-between lines such as 15.0.1010.x.  Builds newer than the catalog, and 2007/2010
-        builds (their rollups changed the build number), are never ruled out here."""
+        in-between lines such as 15.0.1010.x.
+
+        A line above a product's newest one is ruled out only when that product is closed: its
+        extended support ended before the newest release the catalog knows of (of any
+        product), so the catalog was kept up after the product's last CU and no CU can follow
+        (Extended Security Updates keep their CU's build number).  Builds newer than a live
+        product's catalog, and 2007/2010 builds (their rollups changed the build number and
+        the catalog does not list every one), are never ruled out here."""
         product = product_of(build)
         if build.major != 15 or product is None:
             return True
         newest = self._newest.get(product)
-        if newest is None or build > newest:
+        if newest is None:
+            return True
+        if build > newest and not self.is_closed(product):
             return True
         return build.cu_key in self._cu_keys
+
+    def is_closed(self, product: str) -> bool:
+        """Whether ``product``'s extended support ended before the newest release in the
+        catalog, so that every CU line it will ever have is listed."""
+        return product in self._closed
 
     def esu_period_of(self, build: Build) -> EsuPeriod | None:
         """The ESU period whose updates include exactly this build."""

@@ -132,10 +132,14 @@ HOST_FAMILIES: tuple[dict[str, str], ...] = (
         "service": "Microsoft Cloud Deutschland (Office 365 operated under a German data "
         "trustee, closed 2021)",
         "era": "2016-2021",
-        "examples": "*.mail.protection.outlook.de",
-        "source": "learn.microsoft.com/azure/germany/germany-developer-guide (Microsoft Cloud "
-        "Germany, a separate instance closed 2021-10-29); the outlook.de zone was in drossel's "
-        "first Exchange Online suffix list, no stored header example of it was found",
+        "examples": "FRAPR01MB1170.DEUPRD01.PROD.OUTLOOK.DE, "
+        "GER01-LEJ-obe.outbound.protection.outlook.de, tenant.mail.protection.outlook.de",
+        "source": "lore netdev 2018-12-06, 2019-04-30 and 2019-06-13 (telekom.de mail from "
+        "FRAPR01MB1170.DEUPRD01.PROD.OUTLOOK.DE stamping 15.20.1835.14, out through "
+        "GER01-LEJ-obe / GER01-FRA-obe.outbound.protection.outlook.de into the company's own "
+        "Exchange 2013); MicrosoftDocs office-docs (o365-germany MX "
+        "<token>.mail.protection.outlook.de); learn.microsoft.com/azure/germany (Microsoft Cloud "
+        "Germany, a separate instance closed 2021-10-29)",
     },
     # ---- consumer mail (Hotmail / Outlook.com) ---------------------------------------------
     {
@@ -180,11 +184,13 @@ POD_NAME_PATTERNS: tuple[dict[str, str], ...] = (
         "source": "unomaha exercise 2013-12-10; lore linux-mips 2015-10-14; lore vger 2015-10-18",
     },
     {
-        "pattern": r"[a-z]{2,3}[0-9](?:eur|nam|apc|jpn|gbr|aus|ind|can|kor|fra|deu|che|nor"
-        r"|zaf|are|bra|chn|usg)[0-9]{2}(?:ft|ht)[0-9]{3}",
+        # the zone is a three-letter region code (eur, nam, apc, gcc, usg ...): new regions
+        # get new codes, so any three letters are accepted in that position
+        "pattern": r"[a-z]{2,3}[0-9][a-z]{3}[0-9]{2}(?:ft|ht)[0-9]{3}",
         "service": "Exchange Online Protection forest machines (eop-* zones)",
-        "examples": "VE1EUR02FT050, VE1EUR02HT154, DM6NAM11FT067",
-        "source": "lore archives 2019-12-20 and 2020-03-10",
+        "examples": "VE1EUR02FT050, VE1EUR02HT154, DM6NAM11FT067, BL0GCC02FT048",
+        "source": "lore archives 2019-12-20 and 2020-03-10; BL0GCC02FT048.eop-gcc02.prod."
+        "protection.outlook.com (GCC, 2023-02-10) in a stored mail-parser test fixture",
     },
     {
         "pattern": r"[a-z]{2,3}[0-9]ehs(?:obe|mhs)[0-9]{3}",
@@ -193,11 +199,42 @@ POD_NAME_PATTERNS: tuple[dict[str, str], ...] = (
         "source": "lore git@vger 2012-12-21 and 2013-03-18; unomaha exercise 2013-01-17",
     },
     {
-        "pattern": r"[a-z]{2,3}[0-9]p?epf[0-9a-f]{8}",
+        "pattern": r"[a-z]{2,3}[0-9]{1,2}p?epf[0-9a-f]{8}",
         "service": "Exchange Online Protection front-door machines (PEPF/EPF names)",
-        "examples": "SA2PEPF00003AEA, SJ1PEPF00001CE1, CY4PEPF0000E9D1, CH2PEPF000000A0",
+        "examples": "SA2PEPF00003AEA, SJ1PEPF00001CE1, CY4PEPF0000E9D1, CH2PEPF000000A0, "
+        "BL02EPF0001A100, BL6PEPF00013DF9",
         "source": "lore archives 2023-06-08, 2024-04-29, 2024-10-16, 2024-11-25 "
-        "(*.namprd0N.prod.outlook.com to *.outlook.office365.com via Frontend Transport)",
+        "(*.namprd0N.prod.outlook.com to *.outlook.office365.com via Frontend Transport); "
+        "lore 2023-09-28, 2025-05-18 and 2025-10-15 (BL02EPF0001A1xx.namprd0N.prod.outlook.com, "
+        "two-digit site); xen-devel 2025-05-26 (BL6PEPF00013DF9.NAMP222.PROD.OUTLOOK.COM)",
+    },
+    {
+        "pattern": r"[a-z]{3}[0-9]{2}-[a-z0-9]{2,3}-obe",
+        "service": "Exchange Online Protection outbound pools (<zone>-<site>-obe names)",
+        "examples": "NAM04-DM6-obe, EUR03-DBA-obe, JPN01-OS0-obe, GER01-LEJ-obe, USG02-BN3-obe, "
+        "CHN02-BJS-obe",
+        "source": "lore linux-kernel 2022-10-31 (JPN01-OS0-obe), 2023-05-06 (EUR03-DBA-obe), "
+        "2023-05-25 (NAM04-DM6-obe into microchip.com's Exchange 2016); lore netdev 2019-04-30 "
+        "(GER01-LEJ-obe.outbound.protection.outlook.de)",
+    },
+    {
+        "pattern": r"mail-(?:[a-z]{2,3}[0-9]?[a-z]{3}[0-9]{2}(?:on|hn|lp)[0-9]{4}"
+        r"|[a-z]+azon[0-9]{8})",
+        "service": "Exchange Online Protection outbound machines (mail-*.outbound.protection "
+        "names)",
+        "examples": "mail-bn8nam04on2046, mail-dbaeur03on2058, mail-os0jpn01on2095, "
+        "mail-db3eur04hn0305, mail-westeuropeazon11012039, mail-japaneastazon11011015",
+        "source": "lore kvm 2022-11-29 (mail-bn8nam04on2046), linux-kernel 2022-10-31 and "
+        "2023-05-06; lore linuxppc-dev (mail-db3eur04hn0305, IPv6 2a01:111:f400::); lore "
+        "linux-media and linux-spi 2025 (mail-*azon*.outbound.protection.outlook.com)",
+    },
+    {
+        "pattern": r"[0-9]{3}-[a-z]{2,3}[0-9]m[a-z]{2}[0-9]-[0-9]{3}",
+        "service": "Exchange Online Dedicated (BPOS-D) machines (NNN-<site>M<role>N-NNN names)",
+        "examples": "039-SN1MMR1-003, 039-SN1MPN1-005, 039-SN2MPN1-021, 048-CH1MPN1-032",
+        "source": "lore netdev 2011-11-10 (039-SN1MPN1-005.039d.mgd.msft.net mapi "
+        "14.01.0339.002); lore linux-mips 2012-08-15; lore git@vger 2013-06-17 "
+        "(048-CH1MPN1-032.048d.mgd.msft.net)",
     },
     {
         "pattern": r"pod5[0-9]{4}",

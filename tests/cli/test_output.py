@@ -7,9 +7,11 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +150,59 @@ def test_demo_db_then_web_report_shows_the_demo_servers(demo_db: tuple[str, Path
         assert {r["server_fqdn"].lower() for r in rows} == DEMO_SERVERS
     finally:
         store.dispose()
+
+
+def test_report_and_pause_list_show_what_is_applied_and_charged(
+    demo_db: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Issue 9 through the command line: ``report --json`` shows the applied stage (0/0 while
+    paused or report-only by rollout) and why; ``pause list --json`` the days charged (a pause
+    ended on its first day costs that day)."""
+    _, base = demo_db
+    shutil.copy(base / "state.db", tmp_path / "state.db")
+    db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
+    server = ("--tenant", "contoso", "--server", "ex2013.contoso.example")
+    pause = json.loads(
+        ok(
+            "pause",
+            "add",
+            *server,
+            "--days",
+            "10",
+            "--json",
+            *db,
+            "--at",
+            "2026-12-01T00:01:00Z",
+            cwd=tmp_path,
+        )
+    )
+    assert pause["charged_days"] == 10
+    ok("pause", "end", str(pause["id"]), *db, "--at", "2026-12-01T11:00:00Z", cwd=tmp_path)
+    (listed,) = json.loads(ok("pause", "list", "--json", *db, "--at", AT, cwd=tmp_path))
+    assert (listed["end"], listed["charged_days"], listed["charged_by_year"]) == (
+        "2026-12-02",
+        1,
+        {"2026": 1},
+    )
+
+    def applied(*config: str) -> dict[str, tuple[Any, ...]]:
+        rows = json.loads(ok("report", "--json", *config, *db, "--at", AT, cwd=tmp_path))
+        return {
+            r["server_fqdn"].lower(): (
+                r["stage"],
+                r["throttle_minutes"],
+                r["block_minutes"],
+                r["scheduled_stage"],
+                r["applied_reason"],
+            )
+            for r in rows
+        }
+
+    rows = applied()
+    assert rows["ex2013.contoso.example"] == (0, 0, 0, 2, "paused until 2026-12-02")
+    assert rows["ex2016.contoso.example"] == (2, 5, 0, 2, None)
+    (tmp_path / "rollout.toml").write_text(
+        '[policy]\nrollout = { "Exchange 2016" = "report-only" }\n'
+    )
+    rows = applied("--config", str(tmp_path / "rollout.toml"))
+    assert rows["ex2016.contoso.example"] == (0, 0, 0, 2, "Exchange 2016 is report-only by rollout")

@@ -17,6 +17,22 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How much the state machine ran, per store: sequences (Hypothesis examples, including
+    those it generates while shrinking), steps and messages."""
+    from tests.model.test_machine import LONG, RUN_COUNTS
+
+    if not RUN_COUNTS:
+        return
+    terminalreporter.section("model state machine")
+    terminalreporter.write_line(f"profile: {'long' if LONG else 'CI (bounded)'}")
+    for kind, counts in RUN_COUNTS.items():
+        terminalreporter.write_line(
+            f"{kind}: {counts['sequences']} sequences, {counts['steps']} steps, "
+            f"{counts['messages']} messages, {counts['seconds']} s"
+        )
+
+
 @pytest.fixture(scope="session")
 def installations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Any]]:
     """Installations of each kind for the whole session: the schema is migrated once per kind

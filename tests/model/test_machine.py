@@ -33,9 +33,11 @@ Without the application layer (older ``main``) only the model runs, against its 
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, event, settings
@@ -153,10 +155,17 @@ def policies(draw: st.DrawFn) -> Policy:
     )
 
 
+#: what the machine ran, per test (``_run``'s kind): sequences, steps, messages and seconds;
+#: printed after the run by ``tests/model/conftest.py`` so that a long run can say how much it
+#: covered (Hypothesis counts only its examples, not the steps in them)
+RUN_COUNTS: dict[str, Counter[str]] = {}
+
+
 class EnforcementMachine(RuleBasedStateMachine):
     """One installation under test and the model, stepped together."""
 
     installations: Installations | None = None  # None: the model alone
+    counts: ClassVar[Counter[str]] = Counter()  # set per kind by _run
 
     def __init__(self) -> None:
         super().__init__()
@@ -178,6 +187,7 @@ class EnforcementMachine(RuleBasedStateMachine):
         return [self.model] + ([self.real] if self.real is not None else [])
 
     def teardown(self) -> None:
+        self.counts["sequences"] += 1
         if self.real is not None:
             self.real.close()
 
@@ -211,6 +221,7 @@ class EnforcementMachine(RuleBasedStateMachine):
 
     def _send(self, route: str, server: str, build: str) -> None:
         self.last = (route, server, build)
+        self.counts["messages"] += 1
         owner = next((t for t, names in SERVERS.items() if server in names), "t1")
         client = {
             "connector": lambda: connector_client(owner),
@@ -337,6 +348,14 @@ class EnforcementMachine(RuleBasedStateMachine):
     # --- checks after every step --------------------------------------------------------
 
     @invariant()
+    def count_step(self) -> None:
+        """Counts steps: invariants run once before the first step and after every step."""
+        self.counts["steps" if self.initialized else "sequences started"] += 1
+        self.initialized = True
+
+    initialized = False
+
+    @invariant()
     def reports_agree(self) -> None:
         policy = self.model.policy
         for tenant in REPORT_TENANTS:
@@ -366,11 +385,18 @@ class EnforcementMachine(RuleBasedStateMachine):
 
 def _run(kind: str, workdir: Path | None, config: settings) -> None:
     installations = None if kind == "model" else Installations(kind, workdir)
-    machine = type(f"Machine_{kind}", (EnforcementMachine,), {"installations": installations})
+    counts = RUN_COUNTS.setdefault(kind, Counter())
+    machine = type(
+        f"Machine_{kind}",
+        (EnforcementMachine,),
+        {"installations": installations, "counts": counts},
+    )
     machine.TestCase.settings = config
+    started = time.monotonic()
     try:
         machine.TestCase().runTest()
     finally:
+        counts["seconds"] += round(time.monotonic() - started)
         if installations is not None:
             installations.close()
 

@@ -249,3 +249,24 @@ async def test_run_notifier_loop(seeded, smtp):  # type: ignore[no-untyped-def]
 async def test_run_notifier_disabled(seeded):  # type: ignore[no-untyped-def]
     config = seeded.config.model_copy(update={"notify": NotifyConfig(enabled=False)})
     await asyncio.wait_for(run_notifier(seeded.store, config, seeded.clock, asyncio.Event()), 1)
+
+
+def test_mails_announce_only_what_is_applied(seeded, smtp):  # type: ignore[no-untyped-def]
+    """SPEC §7 (issue 9): a product report-only by rollout or a paused tenant gets no stage
+    mail; a mail that goes out names the applied stage and rates."""
+    from drossel.app.services import Services
+    from drossel.config import Config
+    from drossel.core.policy import Policy
+
+    store, now = seeded.store, seeded.now
+    by_schedule = events_of(due_events(store, seeded.config, CATALOG, now))
+    assert ("mail.fabrikam.example", "block_start") in by_schedule  # stage 5 by the schedule
+    rollout = Config(
+        policy=Policy(rollout={"Exchange 2016": "report-only"}), notify=seeded.config.notify
+    )
+    assert due_events(store, rollout, CATALOG, now) == []
+    Services(store, seeded.config).add_pause("fabrikam", now.date(), 10, [], ACTOR, now)
+    events = due_events(store, seeded.config, CATALOG, now)
+    assert all(e.tenant == "contoso" for e in events)
+    (stage_mail,) = [e for e in events if e.server == "ex01.contoso.example"]
+    assert stage_mail.subject == ("ex01.contoso.example: now stage 2 of 8 (5 min/h delayed (450))")

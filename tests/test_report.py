@@ -96,3 +96,16 @@ def test_inactive_servers_leave_the_active_report(tmp_path: Path) -> None:
     assert (
         len(tenant_report(store, Policy(), packaged_catalog(), later, include_inactive=True)) == 1
     )
+
+
+def test_with_drossel_off_the_row_says_why_nothing_is_applied(tmp_path: Path) -> None:
+    """SPEC §7: the report shows what is applied now and why that differs from the schedule;
+    with the global mode ``off`` a vulnerable server's row says so, as its verdicts do."""
+    now = T0 + timedelta(days=45)
+    store, _ = seeded(tmp_path, now)
+    off = Policy(mode="off")
+    [row] = tenant_report(store, off, packaged_catalog(), now, tenant="contoso")
+    assert (row["stage"], row["throttle_minutes"], row["block_minutes"]) == (0, 0, 0)
+    assert row["applied_reason"] == "drossel is off"
+    [enforcing] = tenant_report(store, Policy(), packaged_catalog(), now, tenant="contoso")
+    assert enforcing["applied_reason"] is None and enforcing["stage"] == 3

@@ -111,6 +111,22 @@ def test_check_gives_the_exact_spec_reply(tmp_path: Path) -> None:
     v = forged["verdict"]
     assert (v["action"], v["stage"], v["evidence"]) == ("accept", 0, "unverified")
     assert v["applied_reason"].startswith("unverified") and v["scheduled_stage"] == 1
+    # "Default" is mail through no connector: with connector evidence that is a contradiction
+    contradiction = drossel("check", str(sample), *at, "--connector-type", "Default", cwd=tmp_path)
+    assert contradiction.returncode != 0 and contradiction.stdout == ""
+    assert "--evidence verified or --evidence unverified" in contradiction.stderr
+    assert "Traceback" not in contradiction.stderr
+    no_connector = ok_json(
+        "check",
+        str(sample),
+        *at,
+        "--connector-type",
+        "Default",
+        "--evidence",
+        "verified",
+        cwd=tmp_path,
+    )
+    assert no_connector["verdict"]["evidence"] == "verified"
 
 
 def test_state_commands_and_errors(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from drossel.core.assessment import Assessment, assess
 from drossel.core.build import Build
 from drossel.core.catalog import Catalog
 from drossel.core.decision import (
+    OFF_REASON,
     Applied,
     ConnectionFacts,
     Evidence,
@@ -155,6 +156,14 @@ def _applied_now(
     return _Now(assessment, record, state)
 
 
+def _off_reason(policy: Policy, assessment: Assessment | None) -> str | None:
+    """With the global mode ``off`` nothing is applied: a server the schedule would hold
+    says so, as its messages' verdicts do."""
+    if policy.mode == "off" and assessment is not None and assessment.persistently_vulnerable:
+        return OFF_REASON
+    return None
+
+
 def computed_of(
     stored: StoredServer,
     policy: Policy,
@@ -235,7 +244,7 @@ def server_report(
         "stage": state.stage if state else 0,
         "throttle_minutes": state.throttle_minutes if state else 0,
         "block_minutes": state.block_minutes if state else 0,
-        "applied_reason": state.reason if state else None,
+        "applied_reason": state.reason if state else _off_reason(policy, assessment),
         "scheduled_stage": scheduled.number if scheduled else None,
         "scheduled_throttle_minutes": scheduled.stage.throttle_minutes if scheduled else 0,
         "scheduled_block_minutes": scheduled.stage.block_minutes if scheduled else 0,

@@ -183,7 +183,10 @@ def _facts_for_evidence(facts: ConnectionFacts, evidence: str, server: str) -> C
     """Connection facts that give ``evidence`` for ``server`` (``drossel check --evidence``)."""
     if evidence == "connector":
         if facts.connector_type == "Default":
-            return replace(facts, connector_type="OnPremises")
+            raise CliError(
+                "--connector-type Default is mail through no connector: "
+                "give --evidence verified or --evidence unverified with it"
+            )
         return facts
     if evidence == "verified":
         return replace(facts, connector_type="Default", client_name=server)
@@ -492,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--connector-type",
         default="OnPremises",
         choices=["Default", *CONNECTOR_TYPES],
-        help="connector type the message came through (default: an OnPremises connector)",
+        help="connector type the message came through (default: an OnPremises connector; "
+        "Default is no connector and needs --evidence verified or unverified)",
     )
     p.add_argument(
         "--evidence",

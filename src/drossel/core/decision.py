@@ -422,6 +422,9 @@ class Applied:
     override: Override | None = None
 
 
+#: why nothing is applied while the global mode is ``off`` (verdict and report alike)
+OFF_REASON = "drossel is off"
+
 NOTHING = Applied(scheduled=None, stage=0, throttle_minutes=0, block_minutes=0, reason=None)
 _make_applied = maker(Applied)
 _make_verdict = maker(Verdict)
@@ -491,7 +494,7 @@ def decide(
     the caller already has it cached.
     """
     if policy.mode == "off":
-        return Verdict(action="accept", reason="drossel is off")
+        return Verdict(action="accept", reason=OFF_REASON)
     server = detection.connecting
     if server is None:
         return Verdict(action="accept", reason="no on-premises Exchange server detected")

@@ -146,7 +146,13 @@ class Result:
     detail: str = ""
 
 
-def machine() -> list[tuple[str, str]]:
+def load_average() -> tuple[float, float, float] | None:
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
+def machine(
+    started: datetime, start_load: tuple[float, float, float] | None
+) -> list[tuple[str, str]]:
     cpu = "unknown"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -164,15 +170,20 @@ def machine() -> list[tuple[str, str]]:
         uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     except OSError:
         uname = " ".join(platform.uname())
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    load = ", ".join(f"{x:.2f}" for x in start_load) if start_load else "?"
+    end_load = load_average()
     return [
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("date", f"{started:%Y-%m-%d %H:%M} to {datetime.now(UTC):%H:%M} UTC"),
         ("uname -a", uname),
         ("CPU", cpu),
         ("cores", str(os.cpu_count())),
         ("memory", memory),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("load average at start (1, 5, 15 min)", load),
+        (
+            "load average at the end (the milter and gateway runs load both cores themselves)",
+            ", ".join(f"{x:.2f}" for x in end_load) if end_load else "?",
+        ),
     ]
 
 
@@ -218,7 +229,12 @@ def run(bench: Bench, full: bool) -> Result:
     return Result(bench, "failed", seconds, command, done.stdout + "\n" + tail, last)
 
 
-def report(results: list[Result], full: bool) -> str:
+def report(
+    results: list[Result],
+    full: bool,
+    started: datetime,
+    start_load: tuple[float, float, float] | None,
+) -> str:
     lines = ["# Latest benchmark run", ""]
     lines.append(
         "Written by `python bench/run_all.py"
@@ -228,9 +244,9 @@ def report(results: list[Result], full: bool) -> str:
         + " Figures depend on the machine and its load; compare ratios within one run."
     )
     lines += ["", "| machine | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in machine()]
+    lines += [f"| {k} | {v} |" for k, v in machine(started, start_load)]
     cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    load = start_load[0] if start_load else 0.0
     if load > cores / 2:
         lines += [
             "",
@@ -269,13 +285,14 @@ def main() -> int:
         unknown = wanted - {b.name for b in chosen} - {b.name.split(" ")[0] for b in chosen}
         if unknown:
             parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    started, start_load = datetime.now(UTC), load_average()
     results = []
     for bench in chosen:
         print(f"running {bench.name} ...", file=sys.stderr, flush=True)
         result = run(bench, args.full)
         print(f"  {result.status} ({result.seconds:.0f} s) {result.detail}", file=sys.stderr)
         results.append(result)
-    text = report(results, args.full)
+    text = report(results, args.full, started, start_load)
     print(text)
     args.output.write_text(text, encoding="utf-8")
     return 0 if all(r.status in ("ok", "skipped") for r in results) else 1

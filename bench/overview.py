@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         overview,
         server_filter,
         stage_history,
+        tenant_counts,
     )
     from drossel.app.server_query import ServerQuery
     from drossel.core.policy import Policy
@@ -167,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'stage history, 90 days':38} {'-':>9} {'-':>6} {history * 1000:12.1f} "
             f"{history / reference:6.1f}"
+        )
+        tenants = median_seconds(lambda: tenant_counts(store, policy, catalog, NOW))
+        print(
+            f"{'tenant list counts (model)':38} {'-':>9} {'-':>6} {tenants * 1000:12.1f} "
+            f"{tenants / reference:6.1f}"
         )
         store.dispose()
     return 0

@@ -25,9 +25,11 @@ from drossel.app.memory import MemoryStore
 from drossel.app.report import (
     STATUSES,
     OverviewRequest,
+    TenantCounts,
     grader,
     overview,
     stage_model,
+    tenant_counts,
     tenant_report,
 )
 from drossel.app.server_query import (
@@ -316,3 +318,22 @@ def test_random_states_reach_every_part_of_the_model() -> None:
         }
     assert exceptions > 0 and limits > 0
     assert {0, 1, 8} <= stages and len(stages) >= 6, stages
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_tenant_counts_agree_with_the_report_rows(backend: StateStore, seed: int) -> None:
+    """The operators' tenant list counts in the store what the active report rows say: per
+    tenant, its servers and those with throttle or block minutes applied now."""
+    random_state(backend, random.Random(seed))
+    catalog = packaged_catalog()
+    enforced_somewhere = False
+    for name, policy in POLICIES.items():
+        want: dict[str, TenantCounts] = {}
+        for row in tenant_report(backend, policy, catalog, NOW, None):
+            before = want.get(row["tenant"], TenantCounts(0, 0))
+            enforced = bool(row["throttle_minutes"] or row["block_minutes"])
+            want[row["tenant"]] = TenantCounts(before.servers + 1, before.enforced + int(enforced))
+        got = tenant_counts(backend, policy, catalog, NOW)
+        assert got == want, name
+        enforced_somewhere |= any(c.enforced for c in got.values())
+    assert enforced_somewhere  # the states reach throttled and blocked servers

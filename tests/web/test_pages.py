@@ -285,6 +285,30 @@ def test_operator_pages(client, path):  # type: ignore[no-untyped-def]
     assert client.get(path).status_code == 200
 
 
+def test_tenant_list_counts_what_the_report_shows(client, seeded):  # type: ignore[no-untyped-def]
+    """Each tenant's active servers and throttled/blocked servers on the operators' tenant
+    list are the counts of its report rows (the list counts them in the store)."""
+    from drossel.app.catalog_source import packaged_catalog
+    from drossel.app.report import tenant_report
+
+    login(client, "operator")
+    text = client.get("/operator/tenants").text
+    rows = tenant_report(
+        seeded.store, seeded.config.policy, packaged_catalog(), seeded.clock(), None
+    )
+    assert any(r["throttle_minutes"] or r["block_minutes"] for r in rows)
+    for tenant in {r["tenant"] for r in rows}:
+        mine = [r for r in rows if r["tenant"] == tenant]
+        enforced = sum(1 for r in mine if r["throttle_minutes"] or r["block_minutes"])
+        cells = re.search(
+            rf'<a href="/t/{tenant}">{tenant}</a></td>(?:\s*<td>[^<]*</td>){{2}}'
+            r"\s*<td>(\d+)</td>\s*<td>(\d+)</td>",
+            text,
+        )
+        assert cells, tenant
+        assert (int(cells[1]), int(cells[2])) == (len(mine), enforced), tenant
+
+
 def test_operator_forms(client, seeded):  # type: ignore[no-untyped-def]
     login(client, "operator")
     token = csrf_of(client.get("/operator/tenants").text)

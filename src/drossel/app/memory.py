@@ -31,6 +31,7 @@ from drossel.app.server_query import (
     ServerFilter,
     ServerPage,
     ServerQuery,
+    StageModel,
     ascii_lower,
 )
 from drossel.core.decision import Override, ServerRecord
@@ -220,6 +221,28 @@ class MemoryStore:
                 continue
             result.append(stored)
         return result
+
+    def stage_counts(self, filter: ServerFilter, model: StageModel) -> dict[tuple[str, int], int]:
+        result: Counter[tuple[str, int]] = Counter()
+        page = self.query_servers(
+            ServerQuery(filter=filter, today=model.now.date(), per_page=1 << 62, model=model)
+        )
+        for row in page.rows:
+            r = row.server.record
+            computed = model.compute(
+                row.server.id,
+                r.tenant,
+                r.server,
+                r.build,
+                r.product,
+                r.connector_type,
+                r.evidence,
+                r.clock_start,
+                r.clock_credit.total_seconds(),
+                r.remediated_at,
+            )
+            result[(r.tenant, computed.stage if computed is not None else -1)] += 1
+        return dict(result)
 
     def query_servers(self, query: ServerQuery) -> ServerPage:
         f, model = query.filter, query.model

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from drossel.app.records import AuditEntry, Connector, StoredServer, Tenant
-from drossel.app.server_query import ClockGroup, ServerFilter, ServerPage, ServerQuery
+from drossel.app.server_query import ClockGroup, ServerFilter, ServerPage, ServerQuery, StageModel
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
 
@@ -68,6 +68,12 @@ class StateStore(Protocol):
     def query_servers(self, query: ServerQuery) -> ServerPage:
         """One page of the servers matching ``query.filter`` in its order, how many match,
         and today's counters of all of them; evaluated in the store (indexes, no full load)."""
+        ...
+
+    def stage_counts(self, filter: ServerFilter, model: StageModel) -> dict[tuple[str, int], int]:
+        """How many servers matching ``filter`` each tenant has at each applied stage of
+        ``model`` (0: nothing applied; -1: a row the model leaves open and has no exception
+        for): (tenant, stage) → servers, one grouped query."""
         ...
 
     def server_kinds(self) -> list[tuple[str, str, str, str]]:

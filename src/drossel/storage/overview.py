@@ -318,6 +318,20 @@ def query_servers(
     return int(total), sums, sorted(rows, key=lambda r: position[r.id])
 
 
+def stage_counts(conn: Any, f: ServerFilter, model: StageModel) -> dict[tuple[str, int], int]:
+    """How many servers matching ``f`` each tenant has at each applied stage, in one grouped
+    statement (unmodelled rows the model has no exception for count as stage -1)."""
+    model_sql = ModelSql(model)
+    stage = func.coalesce(model_sql.stage, -1)
+    rows = conn.execute(
+        select(T.c.name, stage, func.count())
+        .select_from(S.join(T, T.c.id == S.c.tenant_id))
+        .where(*_where(f, model_sql))
+        .group_by(T.c.name, stage)
+    ).all()
+    return {(str(tenant), int(number)): int(n) for tenant, number, n in rows}
+
+
 def server_kinds(conn: Any) -> list[tuple[str, str, str, str]]:
     rows = conn.execute(
         select(S.c.build, S.c.product, S.c.connector_type, S.c.evidence_kind).distinct()

@@ -50,7 +50,14 @@ from drossel.app.records import (
     Tenant,
     merge_sightings,
 )
-from drossel.app.server_query import ClockGroup, PageRow, ServerFilter, ServerPage, ServerQuery
+from drossel.app.server_query import (
+    ClockGroup,
+    PageRow,
+    ServerFilter,
+    ServerPage,
+    ServerQuery,
+    StageModel,
+)
 from drossel.core.decision import Override, ServerRecord
 from drossel.core.schedule import Pause
 from drossel.storage import overview
@@ -582,6 +589,10 @@ class Store:
             ],
             today=today,
         )
+
+    def stage_counts(self, filter: ServerFilter, model: StageModel) -> dict[tuple[str, int], int]:
+        with self.engine.connect() as conn:
+            return overview.stage_counts(conn, filter, model)
 
     def server_kinds(self) -> list[tuple[str, str, str, str]]:
         with self.engine.connect() as conn:

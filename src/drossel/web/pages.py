@@ -26,6 +26,7 @@ from drossel.app.report import (
     server_filter,
     stage_history,
     stage_rates,
+    tenant_counts,
 )
 from drossel.config import ConfigError, parse_moment
 from drossel.storage.store import CONNECTOR_TYPES
@@ -470,13 +471,10 @@ def _tenants_page(
     request: Request, who: Principal, status: int = 200, error: str | None = None
 ) -> Response:
     ctx = ctx_of(request)
-    rows = report_rows(ctx, who, None, include_inactive=False)
-    per_tenant: dict[str, dict[str, int]] = {}
-    for r in rows:
-        entry = per_tenant.setdefault(r["tenant"], {"servers": 0, "enforced": 0})
-        entry["servers"] += 1
-        if r["throttle_minutes"] or r["block_minutes"]:
-            entry["enforced"] += 1
+    counts = tenant_counts(ctx.store, ctx.config.policy, ctx.catalog(), ctx.now())
+    per_tenant = {
+        tenant: {"servers": c.servers, "enforced": c.enforced} for tenant, c in counts.items()
+    }
     return render(
         request,
         "op_tenants.html",

@@ -86,6 +86,44 @@ def test_no_package_cycles() -> None:
     assert cycles == [], cycles
 
 
+def test_no_module_cycles() -> None:
+    """Not even two modules of one package import each other (directly or round about), also
+    through imports inside functions: a shared name lives in a module both can import."""
+    src = ROOT / "src"
+    paths = list((src / "drossel").rglob("*.py"))
+
+    def name(path: Path) -> str:
+        return ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+
+    modules = {name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        text = path.read_text()
+        wanted: set[str] = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                wanted |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                wanted |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif "import_module" in text and isinstance(node, ast.Constant):
+                wanted.add(str(node.value))
+        graph[name(path)] = (wanted & modules) - {name(path)}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            if node == goal:
+                return True
+            if node not in seen:
+                seen.add(node)
+                todo.extend(graph.get(node, ()))
+        return False
+
+    cycles = sorted((a, b) for a, bs in graph.items() for b in bs if reaches(b, a))
+    assert cycles == [], cycles
+
+
 def test_layers_point_inwards() -> None:
     """The core imports nothing else of drossel; the application layer no adapter."""
     imports = _imports()

@@ -10,7 +10,7 @@ from typing import Any
 from drossel.analyze import report, scan
 from drossel.app.catalog_source import packaged_catalog
 from drossel.archive import Archive, ArchiveError, Progress, open_archive
-from drossel.cli.output import add_format_flags, emit_json, print_table, write_csv
+from drossel.cli.output import CliError, add_format_flags, emit_json, print_table, write_csv
 
 #: Columns of the default (80-column) table; ``--wide``, ``--csv`` and ``--json`` show all.
 TABLE_COLUMNS = (
@@ -39,7 +39,6 @@ def _progress(archive: Archive, show: bool) -> Iterator[Progress | None]:
 
 
 def cmd_analyze(ctx: Any) -> int:
-    from drossel.cli.main import CliError
 
     args = ctx.args
     try:

@@ -22,7 +22,13 @@ from drossel.app.catalog_source import install_catalog, load_catalog, packaged_c
 from drossel.app.errors import AppError
 from drossel.app.report import pause_json, releases_json
 from drossel.app.services import Services
-from drossel.cli.output import add_format_flags, closed_pipe, output, print_table
+from drossel.cli.output import (
+    CliError,
+    add_format_flags,
+    closed_pipe,
+    output,
+    table,
+)
 from drossel.config import Config, ConfigError, database_url, load_config, make_clock, parse_moment
 from drossel.core.assessment import assess
 from drossel.core.build import Build
@@ -37,10 +43,6 @@ from drossel.storage.migrate import SchemaOutOfDate, upgrade
 from drossel.storage.store import CONNECTOR_TYPES, Store
 
 EXIT_ERROR = 2
-
-
-class CliError(Exception):
-    """A usage or input problem; printed as one line."""
 
 
 class Context:
@@ -78,11 +80,6 @@ class Context:
 
 def emit(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    """Rows under ``headers``, fitted to the terminal (cells wrap rather than being cut)."""
-    print_table([dict(zip(headers, row, strict=False)) for row in rows])
 
 
 # --- detection, assessment, simulation, check -----------------------------------------------

@@ -42,6 +42,10 @@ HEADINGS = {
 UNBROKEN = 12
 
 
+class CliError(Exception):
+    """A usage or input problem; printed as one line."""
+
+
 def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every key of every row, in first-seen order."""
     seen: dict[str, None] = {}
@@ -144,6 +148,11 @@ def print_table(
     for row_cells in cells:
         table.add_row(*row_cells)
     console.print(table)
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    """Rows under ``headers``, fitted to the terminal (cells wrap rather than being cut)."""
+    print_table([dict(zip(headers, row, strict=False)) for row in rows])
 
 
 def _box() -> Any:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from drossel.app.tokens import TokenService
+from drossel.cli.output import CliError, table
 from drossel.storage.tokens import TokenTable
 
 
@@ -19,7 +20,6 @@ def _service(ctx: Any) -> TokenService:
 
 
 def cmd_token_create(ctx: Any) -> int:
-    from drossel.cli.main import CliError
 
     if bool(ctx.args.tenant) == bool(ctx.args.operator):
         raise CliError("give either --tenant T or --operator")
@@ -34,7 +34,6 @@ def cmd_token_list(ctx: Any) -> int:
     if ctx.args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
-    from drossel.cli.main import table
 
     table(
         [

@@ -98,8 +98,8 @@ def from_db(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@lru_cache(maxsize=1)
-def _touch_statements() -> tuple[Executable, ...]:
+@lru_cache(maxsize=2)
+def _touch_statements(postgres: bool) -> tuple[Executable, ...]:
     """What :meth:`Store.touch_servers` runs for each (tenant, fqdn, at), in this order and
     many parameter sets at a time: the current build's history first (added if missing, else
     advanced), then the server's own last-seen time; nothing ever moves backwards."""
@@ -119,9 +119,14 @@ def _touch_statements() -> tuple[Executable, ...]:
         .where(history.c.server_id == servers.c.id, history.c.build == servers.c.build)
         .exists()
     )
-    add_history = insert(history).from_select(
-        ["server_id", "build", "first_seen", "last_seen"],
-        server.add_columns(at, at).where(~listed),
+    dialect_insert = postgresql_insert if postgres else sqlite_insert
+    add_history = (
+        dialect_insert(history)
+        .from_select(
+            ["server_id", "build", "first_seen", "last_seen"],
+            server.add_columns(at, at).where(~listed),
+        )
+        .on_conflict_do_nothing()  # another node added it at the same moment
     )
     advance_history = (
         update(history)
@@ -545,7 +550,7 @@ class Store:
             {"b_tenant": tenant, "b_fqdn": fqdn, "b_at": to_db(at)}
             for (tenant, fqdn), at in sorted(seen.items())
         ]
-        statements = _touch_statements()
+        statements = _touch_statements(self.is_postgres)
         for start in range(0, len(rows), self.TOUCH_BATCH):
             with self.tx() as conn:
                 for statement in statements:

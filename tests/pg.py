@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,3 +63,17 @@ def postgres_database(name: str) -> Iterator[str]:
                 (name,),
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@contextmanager
+def migrated_postgres_database(prefix: str) -> Iterator[str]:
+    """:func:`postgres_database` with a unique name starting with ``prefix``, its schema
+    upgraded to the newest revision: the URL of an empty drossel state."""
+    from drossel.storage.migrate import upgrade
+    from drossel.storage.store import Store
+
+    with postgres_database(f"{prefix}_{uuid.uuid4().hex[:10]}") as url:
+        store = Store(url)
+        upgrade(store.engine)
+        store.dispose()
+        yield url

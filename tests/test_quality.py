@@ -68,8 +68,8 @@ def _imports() -> dict[str, set[tuple[str, str]]]:
     return units
 
 
-def test_no_package_cycles() -> None:
-    graph = {k: {d for d, _ in v} for k, v in _imports().items()}
+def _cycles(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every edge a -> b of ``graph`` from which a path leads back to a."""
 
     def reaches(start: str, goal: str) -> bool:
         seen, todo = set(), [start]
@@ -82,7 +82,12 @@ def test_no_package_cycles() -> None:
                 todo.extend(graph.get(node, ()))
         return False
 
-    cycles = sorted((a, b) for a, bs in graph.items() for b in bs if reaches(b, a))
+    return sorted((a, b) for a, bs in graph.items() for b in bs if reaches(b, a))
+
+
+def test_no_package_cycles() -> None:
+    graph = {k: {d for d, _ in v} for k, v in _imports().items()}
+    cycles = _cycles(graph)
     assert cycles == [], cycles
 
 
@@ -108,19 +113,7 @@ def test_no_module_cycles() -> None:
             elif "import_module" in text and isinstance(node, ast.Constant):
                 wanted.add(str(node.value))
         graph[name(path)] = (wanted & modules) - {name(path)}
-
-    def reaches(start: str, goal: str) -> bool:
-        seen, todo = set(), [start]
-        while todo:
-            node = todo.pop()
-            if node == goal:
-                return True
-            if node not in seen:
-                seen.add(node)
-                todo.extend(graph.get(node, ()))
-        return False
-
-    cycles = sorted((a, b) for a, bs in graph.items() for b in bs if reaches(b, a))
+    cycles = _cycles(graph)
     assert cycles == [], cycles
 
 

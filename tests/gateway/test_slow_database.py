@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from drossel.config import Config
 from drossel.core.policy import Policy
 from drossel.gateway.server import start_gateway
 from drossel.runtime import build_enforcer
-from drossel.storage.migrate import upgrade
-from drossel.storage.store import Store
 
 from .conftest import (
     CURRENT_SE,
@@ -43,17 +40,14 @@ _TESTS = Path(__file__).resolve().parents[1]
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from pg import postgres_database  # noqa: E402
+from pg import migrated_postgres_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    with postgres_database(f"drossel_slow_{uuid.uuid4().hex[:10]}") as url:
-        store = Store(url)
-        upgrade(store.engine)
-        store.dispose()
+    with migrated_postgres_database("drossel_slow") as url:
         yield url
 
 

@@ -14,7 +14,6 @@ import asyncio
 import struct
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,14 +28,12 @@ from drossel.milter import start_milter_server
 from drossel.milter.enforcement import EnforcementPolicy
 from drossel.milter.framing import PacketDecoder
 from drossel.runtime import build_enforcer
-from drossel.storage.migrate import upgrade
-from drossel.storage.store import Store
 
 _TESTS = Path(__file__).resolve().parents[1]
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from pg import postgres_database  # noqa: E402
+from pg import migrated_postgres_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -47,10 +44,7 @@ READ_TIMEOUT = 1.0
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    with postgres_database(f"drossel_mslow_{uuid.uuid4().hex[:10]}") as url:
-        store = Store(url)
-        upgrade(store.engine)
-        store.dispose()
+    with migrated_postgres_database("drossel_mslow") as url:
         yield url
 
 

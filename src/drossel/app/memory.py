@@ -227,21 +227,8 @@ class MemoryStore:
         page = self.query_servers(
             ServerQuery(filter=filter, today=model.now.date(), per_page=1 << 62, model=model)
         )
-        for row in page.rows:
-            r = row.server.record
-            computed = model.compute(
-                row.server.id,
-                r.tenant,
-                r.server,
-                r.build,
-                r.product,
-                r.connector_type,
-                r.evidence,
-                r.clock_start,
-                r.clock_credit.total_seconds(),
-                r.remediated_at,
-            )
-            result[(r.tenant, computed.stage if computed is not None else -1)] += 1
+        for row in page.rows:  # the page carries the model's stage of each row
+            result[(row.server.record.tenant, row.stage if row.stage is not None else -1)] += 1
         return dict(result)
 
     def query_servers(self, query: ServerQuery) -> ServerPage:

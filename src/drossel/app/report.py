@@ -555,11 +555,7 @@ def overview(
     today = now.date()
     model = None
     if request.needs_model:
-        model = stage_model(store, policy, now, pauses, overrides, grade, kinds)
-        model = replace(
-            model,
-            exceptions=_exceptions(store, policy, now, pauses, overrides, grade, wanted, model),
-        )
+        model = _exact_model(store, policy, now, pauses, overrides, grade, kinds, wanted)
     page = store.query_servers(
         ServerQuery(
             filter=wanted,
@@ -601,11 +597,7 @@ def tenant_counts(
     overrides = store.list_overrides(now)
     kinds = store.server_kinds()
     active = ServerFilter(seen_since=now - timedelta(days=policy.inactive_after_days))
-    model = stage_model(store, policy, now, pauses, overrides, grade, kinds)
-    model = replace(
-        model,
-        exceptions=_exceptions(store, policy, now, pauses, overrides, grade, active, model),
-    )
+    model = _exact_model(store, policy, now, pauses, overrides, grade, kinds, active)
     enforcing = {
         number
         for number, stage in enumerate(policy.stages, start=1)
@@ -618,6 +610,25 @@ def tenant_counts(
         if stage in enforcing:
             enforced[tenant] += n
     return {tenant: TenantCounts(n, enforced[tenant]) for tenant, n in servers.items()}
+
+
+def _exact_model(
+    store: StateStore,
+    policy: Policy,
+    now: datetime,
+    pauses: list[Pause],
+    overrides: list[Override],
+    grade: Grader,
+    kinds: list[tuple[str, str, str, str]],
+    wanted: ServerFilter,
+) -> StageModel:
+    """:func:`stage_model` with the servers it leaves open among those ``wanted`` computed
+    one by one and passed in as its exceptions, so what a store counts with it is exact."""
+    model = stage_model(store, policy, now, pauses, overrides, grade, kinds)
+    return replace(
+        model,
+        exceptions=_exceptions(store, policy, now, pauses, overrides, grade, wanted, model),
+    )
 
 
 def _exceptions(

@@ -98,18 +98,31 @@ def from_db(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _named_server(*columns: Any) -> Any:
+    """``columns`` of the server named by the bound ``b_tenant`` and ``b_fqdn`` (the batched
+    statements below take one parameter set per server)."""
+    servers, tenants = t.servers, t.tenants
+    return (
+        select(*columns)
+        .join(tenants, tenants.c.id == servers.c.tenant_id)
+        .where(tenants.c.name == bindparam("b_tenant"), servers.c.fqdn == bindparam("b_fqdn"))
+    )
+
+
+def _dialect_insert(postgres: bool) -> Any:
+    """The dialect's ``insert``, which has ``on_conflict_do_nothing`` (several nodes may add
+    the same row at the same moment)."""
+    return postgresql_insert if postgres else sqlite_insert
+
+
 @lru_cache(maxsize=2)
 def _touch_statements(postgres: bool) -> tuple[Executable, ...]:
     """What :meth:`Store.touch_servers` runs for each (tenant, fqdn, at), in this order and
     many parameter sets at a time: the current build's history first (added if missing, else
     advanced), then the server's own last-seen time; nothing ever moves backwards."""
-    servers, tenants, history = t.servers, t.tenants, t.build_history
+    servers, history = t.servers, t.build_history
     at = bindparam("b_at", type_=DateTime())
-    server = (
-        select(servers.c.id, servers.c.build)
-        .join(tenants, tenants.c.id == servers.c.tenant_id)
-        .where(tenants.c.name == bindparam("b_tenant"), servers.c.fqdn == bindparam("b_fqdn"))
-    )
+    server = _named_server(servers.c.id, servers.c.build)
     server_id = server.with_only_columns(servers.c.id).scalar_subquery()
     current_build = (
         select(servers.c.build).where(servers.c.id == history.c.server_id).scalar_subquery()
@@ -119,9 +132,8 @@ def _touch_statements(postgres: bool) -> tuple[Executable, ...]:
         .where(history.c.server_id == servers.c.id, history.c.build == servers.c.build)
         .exists()
     )
-    dialect_insert = postgresql_insert if postgres else sqlite_insert
     add_history = (
-        dialect_insert(history)
+        _dialect_insert(postgres)(history)
         .from_select(
             ["server_id", "build", "first_seen", "last_seen"],
             server.add_columns(at, at).where(~listed),
@@ -151,17 +163,12 @@ def _count_statements(postgres: bool) -> tuple[Executable, ...]:
     parameter sets at a time: the counter row made if missing (another node may make it at
     the same moment: that insert is then skipped), then ``n`` added.  Unknown servers match
     no row and are skipped."""
-    counts, servers, tenants = t.daily_counts, t.servers, t.tenants
+    counts = t.daily_counts
     day = bindparam("b_day", type_=Date())
     action = bindparam("b_action", type_=String())
-    server = (
-        select(servers.c.id)
-        .join(tenants, tenants.c.id == servers.c.tenant_id)
-        .where(tenants.c.name == bindparam("b_tenant"), servers.c.fqdn == bindparam("b_fqdn"))
-    )
-    dialect_insert = postgresql_insert if postgres else sqlite_insert
+    server = _named_server(t.servers.c.id)
     add = (
-        dialect_insert(counts)
+        _dialect_insert(postgres)(counts)
         .from_select(
             ["server_id", "day", "action", "count"],
             server.add_columns(day, action, literal(0, Integer())),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything drossel and its test suite need on a fresh Debian machine:
 # system packages (Postfix for the end-to-end tests, Chromium for the browser test,
-# dnsmasq for the gateway's DNS tests,
+# dnsmasq for the gateway's DNS tests, gcc and libmilter-dev for the benchmark's no-op milter,
 # PostgreSQL client libs), a virtual environment in .venv with drossel installed editable.
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
@@ -16,6 +16,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # a real DNS server on loopback for the gateway's reverse-lookup tests
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 command -v m4 >/dev/null 2>&1 || need_apt+=(m4)  # builds the Sendmail test instances' .cf
+# bench/milter.py builds its no-op C milter anchor against libmilter
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+[ -f /usr/include/libmilter/mfapi.h ] || need_apt+=(libmilter-dev)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

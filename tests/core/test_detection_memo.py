@@ -173,3 +173,30 @@ def test_random_folded_headers_detect_the_same_remembered_or_not(
     # the same lines again with other dates: only positions and evidence may differ
     redated = [(n, v.replace("Mon, 2 Mar", "Tue, 3 Mar")) for n, v in headers]
     _same_as_full_parse(redated)
+
+
+def test_a_detection_from_the_memo_is_a_value_like_a_full_one() -> None:
+    """The warm path keeps memo lines and builds its hops when read: the result still
+    behaves as the frozen value the full parse gives (equal, same hash and repr, immutable,
+    picklable), and its servers are there before any hop is built."""
+    import pickle
+
+    headers = [
+        ("Received", "from a.example (a.example [192.0.2.1]) by mx.example (Postfix); x"),
+        ("Received", EXCHANGE_LINE + "Mon, 2 Mar 2026 10:00:00 +0000"),
+        ("Received", EXCHANGE_LINE.replace("ex01", "ex02") + "Mon, 2 Mar 2026 09:59:00 +0000"),
+    ]
+    full = detect_in_headers(headers, (), UNREMEMBERED, CATALOG)
+    detect_in_headers(headers, (), catalog=CATALOG)  # the memo and the plan learn the lines
+    warm = detect_in_headers(headers, (), catalog=CATALOG)
+    assert warm.connecting == full.connecting and warm.origin == full.origin
+    assert warm.connecting is not None and warm.connecting.server == "ex01.corp.example"
+    assert warm.origin is not None and warm.origin.server == "ex02.corp.example"
+    assert warm == full and hash(warm) == hash(full) and repr(warm) == repr(full)
+    assert [h.position for h in warm.hops] == [1, 2]
+    assert pickle.loads(pickle.dumps(warm)) == full
+    with pytest.raises(AttributeError):
+        warm.connecting = None
+    with pytest.raises(AttributeError):
+        full.origin = None
+    assert warm != full.to_json()  # compared as a Detection only

@@ -108,12 +108,76 @@ class DetectedServer:
         return {"server": self.server, "build": self.build.short, "product": self.product}
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
+#: a remembered line of a message: its memo entry, its position among the Received lines, and
+#: the text whose part after ``cut`` (the ``;`` before the date) follows the entry's prefix
+_Line = tuple["_Remembered", int, str, int]
+
+
 class Detection:
-    hops: tuple[Hop, ...]
+    """What detection found in one message: every Exchange-written hop, top-most first, and
+    the connecting and originating on-premises servers.
+
+    Immutable and compared by value, as a frozen dataclass would be.  The per-message path
+    needs only the two servers, so a message whose lines all came from the memo keeps them as
+    memo entries and builds its :class:`Hop` objects when ``hops`` is first read (CLI,
+    reports, JSON): the same hops, at the price of the caller that wants them."""
+
+    __slots__ = ("_catalog", "_hops", "_lines", "connecting", "origin")
+
     connecting: DetectedServer | None
     origin: DetectedServer | None
+    _hops: tuple[Hop, ...] | None  # None until built from _lines
+    _lines: list[_Line] | None
+    _catalog: Catalog | None
+
+    def __init__(
+        self,
+        hops: tuple[Hop, ...],
+        connecting: DetectedServer | None,
+        origin: DetectedServer | None,
+    ) -> None:
+        _set(self, "_hops", hops)
+        _set(self, "_lines", None)
+        _set(self, "_catalog", None)
+        _set(self, "connecting", connecting)
+        _set(self, "origin", origin)
+
+    @property
+    def hops(self) -> tuple[Hop, ...]:
+        hops: tuple[Hop, ...] | None = self._hops
+        if hops is None:  # built once; two threads building at once build the same
+            lines = self._lines
+            assert lines is not None  # set whenever _hops is not
+            hops = tuple(_hop_of_line(line, self._catalog) for line in lines)
+            _set(self, "_hops", hops)
+        return hops
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Detection is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Detection is immutable: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Detection:
+            return NotImplemented
+        assert isinstance(other, Detection)
+        return (self.hops, self.connecting, self.origin) == (
+            other.hops,
+            other.connecting,
+            other.origin,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.hops, self.connecting, self.origin))
+
+    def __repr__(self) -> str:
+        return (
+            f"Detection(hops={self.hops!r}, connecting={self.connecting!r}, origin={self.origin!r})"
+        )
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return Detection, (self.hops, self.connecting, self.origin)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -121,6 +185,34 @@ class Detection:
             "connecting": self.connecting.to_json() if self.connecting else None,
             "origin": self.origin.to_json() if self.origin else None,
         }
+
+
+_set = object.__setattr__
+
+
+class _DetectionTwin:
+    """:class:`Detection`'s layout without its ``__setattr__``: a detection is filled in as
+    one of these with plain attribute stores and then given its real class (the trick of
+    :mod:`drossel.core.frozen`, written out for this one class)."""
+
+    __slots__ = Detection.__slots__
+
+
+def _lazy_detection(
+    lines: list[_Line],
+    catalog: Catalog | None,
+    connecting: DetectedServer | None,
+    origin: DetectedServer | None,
+) -> Detection:
+    """A detection whose hops are built from ``lines`` when first read."""
+    made = _DetectionTwin()
+    made._hops = None  # type: ignore[attr-defined]
+    made._lines = lines  # type: ignore[attr-defined]
+    made._catalog = catalog  # type: ignore[attr-defined]
+    made.connecting = connecting  # type: ignore[attr-defined]
+    made.origin = origin  # type: ignore[attr-defined]
+    made.__class__ = Detection  # type: ignore[assignment]
+    return made  # type: ignore[return-value]
 
 
 NO_DETECTION = Detection(hops=(), connecting=None, origin=None)
@@ -228,23 +320,9 @@ class _Remembered:
     def hop(self, position: int, tail: str, catalog: Catalog | None) -> Hop | None:
         """The hop of a line with this text before its date: ``tail`` is the unfolded rest
         from the ``;`` on."""
-        t = self.template
-        if t is None:
+        if self.template is None:
             return None
-        impossible = catalog is not None and self.impossible_in(catalog)
-        header = self.prefix + tail[1:]
-        return _make_hop(
-            t.by,
-            t.from_,
-            t.build,
-            t.product,
-            t.kind,
-            t.cloud,
-            position,
-            header,
-            t.hosted,
-            impossible,
-        )
+        return _hop_of_line((self, position, tail, 0), catalog)
 
 
 def _remembered(raw: str, hosted: HostedServices) -> tuple[_Remembered, str] | None:
@@ -431,7 +509,8 @@ def detect_in_headers(
         trusted = _trusted_set(trusted_hosts)
     else:
         trusted = _trusted_set(tuple(trusted_hosts))
-    hops: list[Hop] = []
+    #: the hops, as memo lines (built when read) while every hop comes from the memo
+    items: list[_Line | Hop] = []
     #: the memo entries of the hops, while every hop comes from the memo
     entries: list[_Remembered] | None = []
     position = 0
@@ -449,8 +528,8 @@ def detect_in_headers(
         lowered = raw.lower()
         if "microsoft" not in lowered and "mapi" not in lowered and raw.isascii():
             continue
-        # a remembered line ending in an already unfolded date: _remembered and
-        # _Remembered.hop, written out here (the usual case, once or twice per message)
+        # a remembered line ending in an already unfolded date: _remembered written out
+        # here (the usual case, once or twice per message)
         cut = raw.rfind(";")
         if (
             hosted is MICROSOFT_HOSTED
@@ -459,29 +538,8 @@ def detect_in_headers(
         ):
             entry = _MEMO.get(raw[: cut + 1])
             if entry is not None:
-                t = entry.template
-                if t is not None:
-                    marked = entry.marked
-                    if catalog is None:
-                        impossible = False
-                    elif marked[0] is catalog:
-                        impossible = marked[1]
-                    else:
-                        impossible = entry.impossible_in(catalog)
-                    hops.append(
-                        _make_hop(
-                            t.by,
-                            t.from_,
-                            t.build,
-                            t.product,
-                            t.kind,
-                            t.cloud,
-                            position - 1,
-                            entry.prefix + raw[cut + 1 :],
-                            t.hosted,
-                            impossible,
-                        )
-                    )
+                if entry.template is not None:
+                    items.append((entry, position - 1, raw, cut))
                     if entries is not None:
                         entries.append(entry)
                 continue
@@ -489,41 +547,81 @@ def detect_in_headers(
         if found is None:
             hop = _parse(unfold(raw), position - 1, hosted)
             if hop is not None:
-                hops.append(hop if catalog is None else _mark_impossible(hop, catalog))
+                items.append(hop if catalog is None else _mark_impossible(hop, catalog))
                 entries = None
         else:
             entry, tail = found
-            hop = entry.hop(position - 1, tail, catalog)
-            if hop is not None:
-                hops.append(hop)
+            if entry.template is not None:
+                items.append((entry, position - 1, tail, 0))
                 if entries is not None:
                     entries.append(entry)
-    if not hops:
+    if not items:
         return NO_DETECTION
-    if entries is None:
-        plan = _plan(hops, trusted)
-    else:
+    if entries is not None:
         # which hops are candidates and whose build each end takes depends only on the
         # lines' text before their dates (and the trusted hosts and the catalog)
         key = (trusted, *entries)
         known = _PLANS.get(key)
         if known is not None and known[0] is catalog:
             plan = known[1]
-        else:
-            plan = _plan(hops, trusted)
-            if len(_PLANS) >= MAX_PLANS:
-                _PLANS.clear()
-            _PLANS[key] = (catalog, plan)
+            lines: list[_Line] = items  # type: ignore[assignment]  # all from the memo
+            if plan is None:
+                return _lazy_detection(lines, catalog, None, None)
+            connecting = _server_of_lines(lines, plan[0], plan[1])
+            if plan[2] == plan[0] and plan[3] == plan[1]:
+                return _lazy_detection(lines, catalog, connecting, connecting)
+            return _lazy_detection(
+                lines, catalog, connecting, _server_of_lines(lines, plan[2], plan[3])
+            )
+    hops = [
+        item if item.__class__ is Hop else _hop_of_line(item, catalog)  # type: ignore[arg-type]
+        for item in items
+    ]
+    plan = _plan(hops, trusted)
+    if entries is not None:
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = (catalog, plan)
     if plan is None:
-        return _make_detection(tuple(hops), None, None)
+        return Detection(tuple(hops), None, None)
     anchor, best, origin_anchor, origin_best = plan
     found_by, found_in = hops[anchor], hops[best]
     connecting = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
     if origin_anchor == anchor and origin_best == best:
-        return _make_detection(tuple(hops), connecting, connecting)
+        return Detection(tuple(hops), connecting, connecting)
     found_by, found_in = hops[origin_anchor], hops[origin_best]
     origin = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
-    return _make_detection(tuple(hops), connecting, origin)
+    return Detection(tuple(hops), connecting, origin)
+
+
+def _hop_of_line(line: _Line, catalog: Catalog | None) -> Hop:
+    """The hop of a remembered line (see :data:`_Line`), its build line checked against
+    ``catalog`` when one is given."""
+    entry, position, text, cut = line
+    t = entry.template
+    assert t is not None  # only lines with a hop are kept
+    return _make_hop(
+        t.by,
+        t.from_,
+        t.build,
+        t.product,
+        t.kind,
+        t.cloud,
+        position,
+        entry.prefix + text[cut + 1 :],
+        t.hosted,
+        catalog is not None and entry.impossible_in(catalog),
+    )
+
+
+def _server_of_lines(lines: list[_Line], anchor: int, best: int) -> DetectedServer:
+    """The server the plan's ``anchor`` line names, with the build of its ``best`` line (what
+    :func:`_server_of` gives for the hops of these lines)."""
+    found_in, _, text, cut = lines[best]
+    t = found_in.template
+    by = lines[anchor][0].template
+    assert t is not None and by is not None
+    return _make_server(by.by, t.build, t.product, found_in.prefix + text[cut + 1 :])
 
 
 MAX_PLANS = 4096
@@ -550,7 +648,6 @@ def _plan(hops: list[Hop], trusted: frozenset[str]) -> _Plan | None:
 
 _make_hop = maker(Hop)
 _make_server = maker(DetectedServer)
-_make_detection = maker(Detection)
 
 
 _NO_HOSTS: frozenset[str] = frozenset()

@@ -758,12 +758,13 @@ def main() -> None:
     if not args.no_decision:
         rows = measure(args.iterations, args.rounds, args.sets, args.variants)
         results["decision"] = rows
-        print(
-            f"decision: {args.rounds} rounds x {args.iterations} messages, "
-            f"{args.sets} servers x {args.variants} messages each "
-            "(2-8 Received lines; own ids and times per message)"
-        )
-        print(table(rows))
+        if not args.json:
+            print(
+                f"decision: {args.rounds} rounds x {args.iterations} messages, "
+                f"{args.sets} servers x {args.variants} messages each "
+                "(2-8 Received lines; own ids and times per message)"
+            )
+            print(table(rows))
     lines = []
     if args.memory:
         cached = milter_servers(args.memory)
@@ -790,7 +791,7 @@ def main() -> None:
             f"{mem['rss_before_mib']:.1f} | cache records {mem['cache_mib']:.1f} MiB, "
             f"MemoryStore tables {mem['store_mib']:.1f} MiB; {mem['seconds']:.1f} s |"
         )
-    if lines:
+    if lines and not args.json:
         print("memory: resident set (VmRSS) of the process, MiB (goal <= 150)")
         print("| row | RSS | RSS before | notes |")
         print("|---|---:|---:|---|")

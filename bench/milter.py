@@ -144,14 +144,13 @@ def build_noop(workdir: Path) -> Path:
 def start_noop(binary: Path, workdir: Path, unix: bool = False) -> Milter:
     name = "noop-unix" if unix else "noop"
     log = workdir / f"{name}.log"
+    env = dict(os.environ)
     if unix:
         path = workdir / f"{name}.sock"
         listen, address = f"unix:{path}", f"unix:{path}"
     else:
         port = find_free_port()
         listen, address = f"inet:{port}@127.0.0.1", f"inet:127.0.0.1:{port}"
-    env = dict(os.environ)
-    if not unix:
         # Acknowledge each read at once, as drossel does: without it Postfix's next packet
         # waits for the 40 ms delayed-ACK timer (bench/quickack_shim.c says why).
         env["LD_PRELOAD"] = str(binary.parent / "quickack_shim.so")

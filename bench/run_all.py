@@ -150,20 +150,17 @@ def load_average() -> tuple[float, float, float] | None:
     return os.getloadavg() if hasattr(os, "getloadavg") else None
 
 
-def settle(limit: float) -> float | None:
-    """Wait (at most ``limit`` seconds) until the 1-minute load average is at most half the
-    cores, so that work that just ended does not count as a shared machine; the seconds
-    waited, or ``None`` when there was nothing to wait for."""
-    cores = os.cpu_count() or 1
+def shared(load: tuple[float, float, float] | None) -> bool:
+    """Whether a 1-minute load average above half the cores says other work is running."""
+    return load is not None and load[0] > (os.cpu_count() or 1) / 2
+
+
+def settle(limit: float) -> float:
+    """Wait (at most ``limit`` seconds) until the machine is not :func:`shared`, so that work
+    that just ended does not count as other work; the seconds waited."""
     started = time.monotonic()
-    load = load_average()
-    if load is None or load[0] <= cores / 2:
-        return None
-    while time.monotonic() - started < limit:
+    while shared(load_average()) and time.monotonic() - started < limit:
         time.sleep(5)
-        load = load_average()
-        if load is None or load[0] <= cores / 2:
-            break
     return time.monotonic() - started
 
 
@@ -262,12 +259,12 @@ def report(
     )
     lines += ["", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine(started, start_load)]
-    cores = os.cpu_count() or 1
-    load = start_load[0] if start_load else 0.0
-    if load > cores / 2:
+    if shared(start_load):
+        assert start_load is not None
         lines += [
             "",
-            f"**The machine was shared** (load average {load:.1f} on {cores} cores at the "
+            f"**The machine was shared** (load average {start_load[0]:.1f} on "
+            f"{os.cpu_count()} cores at the "
             "start): absolute figures are noisy, and p99 values of a few milliseconds are the "
             "scheduler giving the core to other work, not drossel. Ratios measured in the same "
             "run are the figures to compare.",
@@ -309,9 +306,9 @@ def main() -> int:
         unknown = wanted - {b.name for b in chosen} - {b.name.split(" ")[0] for b in chosen}
         if unknown:
             parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    settled = settle(args.settle)
-    if settled is not None:
-        print(f"waited {settled:.0f} s for the load average to drop", file=sys.stderr)
+    waited = settle(args.settle)
+    if waited >= 1:
+        print(f"waited {waited:.0f} s for the load average to drop", file=sys.stderr)
     started, start_load = datetime.now(UTC), load_average()
     results = []
     for bench in chosen:

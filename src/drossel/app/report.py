@@ -619,7 +619,7 @@ def _exact_model(
     pauses: list[Pause],
     overrides: list[Override],
     grade: Grader,
-    kinds: list[tuple[str, str, str, str]],
+    kinds: list[Kind],
     wanted: ServerFilter,
 ) -> StageModel:
     """:func:`stage_model` with the servers it leaves open among those ``wanted`` computed

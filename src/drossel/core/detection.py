@@ -25,9 +25,10 @@ on-premises release ever had is not an on-premises server either.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import TypeVar
 
 from drossel.core.build import PRODUCT_ONLINE, Build, product_of
 from drossel.core.catalog import Catalog
@@ -159,9 +160,8 @@ class Detection:
         raise AttributeError(f"Detection is immutable: cannot delete {name}")
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Detection:
+        if not isinstance(other, Detection):
             return NotImplemented
-        assert isinstance(other, Detection)
         return (self.hops, self.connecting, self.origin) == (
             other.hops,
             other.connecting,
@@ -563,16 +563,8 @@ def detect_in_headers(
         key = (trusted, *entries)
         known = _PLANS.get(key)
         if known is not None and known[0] is catalog:
-            plan = known[1]
             lines: list[_Line] = items  # type: ignore[assignment]  # all from the memo
-            if plan is None:
-                return _lazy_detection(lines, catalog, None, None)
-            connecting = _server_of_lines(lines, plan[0], plan[1])
-            if plan[2] == plan[0] and plan[3] == plan[1]:
-                return _lazy_detection(lines, catalog, connecting, connecting)
-            return _lazy_detection(
-                lines, catalog, connecting, _server_of_lines(lines, plan[2], plan[3])
-            )
+            return _lazy_detection(lines, catalog, *_ends(known[1], _server_of_lines, lines))
     hops = [
         item if item.__class__ is Hop else _hop_of_line(item, catalog)  # type: ignore[arg-type]
         for item in items
@@ -582,16 +574,33 @@ def detect_in_headers(
         if len(_PLANS) >= MAX_PLANS:
             _PLANS.clear()
         _PLANS[key] = (catalog, plan)
+    return Detection(tuple(hops), *_ends(plan, _server_of_hops, hops))
+
+
+_T = TypeVar("_T")
+_Ends = tuple[DetectedServer | None, DetectedServer | None]
+
+
+def _ends(
+    plan: _Plan | None,
+    server_of: Callable[[list[_T], int, int], DetectedServer],
+    found: list[_T],
+) -> _Ends:
+    """The connecting and the originating server a plan picks among ``found`` (hops, or
+    memo lines), one object when both ends are the same."""
     if plan is None:
-        return Detection(tuple(hops), None, None)
+        return None, None
     anchor, best, origin_anchor, origin_best = plan
-    found_by, found_in = hops[anchor], hops[best]
-    connecting = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
+    connecting = server_of(found, anchor, best)
     if origin_anchor == anchor and origin_best == best:
-        return Detection(tuple(hops), connecting, connecting)
-    found_by, found_in = hops[origin_anchor], hops[origin_best]
-    origin = _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
-    return Detection(tuple(hops), connecting, origin)
+        return connecting, connecting
+    return connecting, server_of(found, origin_anchor, origin_best)
+
+
+def _server_of_hops(hops: list[Hop], anchor: int, best: int) -> DetectedServer:
+    """The server the plan's ``anchor`` hop names, with the build of its ``best`` hop."""
+    found_by, found_in = hops[anchor], hops[best]
+    return _make_server(found_by.by, found_in.build, found_in.product, found_in.header)
 
 
 def _hop_of_line(line: _Line, catalog: Catalog | None) -> Hop:

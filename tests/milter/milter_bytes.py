@@ -52,13 +52,22 @@ ABORT: Final = b"\x00\x00\x00\x01A"
 QUIT: Final = b"\x00\x00\x00\x01Q"
 
 # v6, ADDHDRS|SETSYMLIST, NOCONNECT|NOBODY|NODATA|NOUNKNOWN + NR_{CONN,HELO,MAIL,DATA,UNKN,
-# HDR,BODY}; macro lists: client and TLS evidence at MAIL, the queue id at end of message
+# HDR,BODY}; macro lists (stage 0..6): an undefined name at CONNECT, HELO, RCPT and end of
+# headers (else Postfix sends its own lists), client and TLS evidence at MAIL, the queue id at
+# DATA and at end of message
 R_OPTNEG: Final = (
-    b"\x00\x00\x00tO\x00\x00\x00\x06\x00\x00\x01\x01\x00\x0bs\x91"
+    b"\x00\x00\x00\xceO\x00\x00\x00\x06\x00\x00\x01\x01\x00\x0bs\x91"
+    b"\x00\x00\x00\x00{drossel_unused}\x00"
+    b"\x00\x00\x00\x01{drossel_unused}\x00"
     b"\x00\x00\x00\x02{client_addr} {client_name} {client_ptr} {tls_version} {cert_subject}"
     b" {cert_issuer} {verify}\x00"
+    b"\x00\x00\x00\x03{drossel_unused}\x00"
+    b"\x00\x00\x00\x04i\x00"
     b"\x00\x00\x00\x05i\x00"
+    b"\x00\x00\x00\x06{drossel_unused}\x00"
 )
+# the same with NR_EOH (answer_at_end_of_message): steps 0x000f7391
+R_OPTNEG_NR_EOH: Final = R_OPTNEG[:14] + b"\x0f" + R_OPTNEG[15:]
 R_CONTINUE: Final = b"\x00\x00\x00\x01c"
 R_ACCEPT: Final = b"\x00\x00\x00\x01a"
 R_TEMPFAIL: Final = b"\x00\x00\x00\x01t"

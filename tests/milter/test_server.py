@@ -27,7 +27,13 @@ from milter_helpers import (
     talk,
 )
 
-from drossel.milter import MilterPolicy, MilterServer, MilterVerdict, start_milter_server
+from drossel.milter import (
+    MessageContext,
+    MilterPolicy,
+    MilterServer,
+    MilterVerdict,
+    start_milter_server,
+)
 from drossel.milter.server import ListenAddress, parse_listen
 
 START = b"".join(CONNECTION_START)
@@ -58,6 +64,26 @@ async def test_replay_exact_bytes(write_size: int, read_size: int) -> None:
     try:
         reply = await talk(tcp_address(srv), EXCHANGE, write_size=write_size)
         assert reply == EXCHANGE_REPLY
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_verdict_at_end_of_message_waits_for_a_suspended_policy() -> None:
+    """NR_EOH: Postfix sends end of message right after end of headers, while the policy may
+    still be waiting for the database; the end-of-message reply must still carry its verdict."""
+
+    class Slow(RecordingPolicy):
+        async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
+            await asyncio.sleep(0.05)
+            return MilterVerdict(
+                "tempfail", 450, "4.7.230", "Exchange 15.1.2507 is 42% out\r\nof date"
+            )
+
+    srv = await start_milter_server(Slow(), "inet:127.0.0.1:0", answer_at_end_of_message=True)
+    try:
+        reply = await talk(tcp_address(srv), START + ONE_MESSAGE + mb.QUIT)
+        assert reply == mb.R_OPTNEG_NR_EOH + mb.R_CONTINUE + mb.R_REPLY_450
     finally:
         srv.close()
         await srv.wait_closed()

@@ -90,7 +90,7 @@ async def test_policy_snapshot_is_isolated() -> None:
     assert policy.eoh_calls[0].macros["i"] == QID
 
 
-@pytest.mark.parametrize(
+EOH_VERDICTS = pytest.mark.parametrize(
     ("verdict", "eoh_reply", "eob_reply"),
     [
         (MilterVerdict("continue"), mb.R_CONTINUE, mb.R_CONTINUE),
@@ -115,12 +115,58 @@ async def test_policy_snapshot_is_isolated() -> None:
         (MilterVerdict("reject", 250), mb.R_REJECT, mb.R_CONTINUE),
     ],
 )
+
+
+@EOH_VERDICTS
 async def test_end_of_headers_verdicts(
     verdict: MilterVerdict, eoh_reply: bytes, eob_reply: bytes
 ) -> None:
     session = MilterSession(RecordingPolicy(eoh=verdict))
     out = await replay(session, EXCHANGE)
     assert out == mb.R_OPTNEG + mb.R_CONTINUE + eoh_reply + eob_reply
+
+
+@EOH_VERDICTS
+async def test_verdicts_answered_at_end_of_message(
+    verdict: MilterVerdict, eoh_reply: bytes, eob_reply: bytes
+) -> None:
+    """With NR_EOH nothing is sent at end of headers, and the very verdict goes out at end of
+    message: a refusal stays a refusal, header changes come with it."""
+    session = MilterSession(RecordingPolicy(eoh=verdict), answer_at_end_of_message=True)
+    out = await replay(session, START + ONE_MESSAGE[: ONE_MESSAGE.index(mb.BODYEOB)])
+    assert out == mb.R_OPTNEG_NR_EOH + mb.R_CONTINUE  # OPTNEG, RCPT; nothing at EOH
+    final = eob_reply if eoh_reply == mb.R_CONTINUE else eoh_reply
+    assert await replay(session, mb.BODYEOB) == final
+    # the next message starts clean: its verdict is its own
+    session.policy = RecordingPolicy(eoh=MilterVerdict("accept"))
+    assert await replay(session, ONE_MESSAGE) == mb.R_CONTINUE + mb.R_ACCEPT
+
+
+async def test_answer_at_end_of_message_needs_the_mta_to_offer_it() -> None:
+    session = MilterSession(grading_policy(), answer_at_end_of_message=True)
+    no_nr_eoh = optneg(6, 0x1FF, 0x1FFFFF & ~0x40000)
+    out = await replay(session, no_nr_eoh + b"".join(CONNECTION_START[1:]) + ONE_MESSAGE)
+    assert not struct.unpack(">III", out[5:17])[2] & 0x40000
+    # end of headers is answered (continue, a header is pending), the header at end of message
+    assert out.endswith(mb.R_CONTINUE + mb.R_CONTINUE + mb.R_ADDHEADER_GRADE + mb.R_ACCEPT)
+
+
+async def test_empty_macro_packets_clear_their_stage() -> None:
+    """Empty macro packets (Postfix sends one per header) take a shortcut past the parser;
+    they still mean what a parsed empty list means."""
+    session = MilterSession(grading_policy())
+    await replay(session, START + mb.MACRO_MAIL + mb.MAIL + mb.MACRO_EOH)
+    assert session.macros()["i"] == QID
+    assert session.handle_nowait(Packet(b"D", b"N")) == b""
+    assert session.handle_nowait(Packet(b"D", b"M")) == b""  # a new message's MAIL stage
+    assert session.context().mail_from is None
+    assert "i" not in session.macros() and "j" in session.macros()
+    fresh = MilterSession(grading_policy())
+    with pytest.raises(ProtocolError, match="before OPTNEG"):
+        fresh.handle_nowait(Packet(b"D", b"L"))
+    await replay(session, mb.QUIT)
+    with pytest.raises(ProtocolError, match="after QUIT"):
+        session.handle_nowait(Packet(b"D", b"L"))
 
 
 async def test_exact_sanitised_450_reply() -> None:

@@ -531,9 +531,9 @@ class DeleteHeader:
 class OptNegReply:
     """SMFIC_OPTNEG reply: version, actions, steps, then optional macro lists.
 
-    Each macro list is ``uint32 stage`` + space-separated names + NUL.  Note
-    that Postfix, once any list is sent, starts from *empty* lists for every
-    stage, so all stages whose macros we need must be listed.
+    Each macro list is ``uint32 stage`` + space-separated names + NUL.  Postfix
+    uses its own ``milter_*_macros`` for every stage not listed (or listed
+    empty): see ``DEFAULT_MACRO_REQUESTS`` in :mod:`drossel.milter.session`.
     """
 
     version: int

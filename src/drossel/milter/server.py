@@ -550,6 +550,7 @@ async def start_milter_server(
     max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
     max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
     recipient_step: bool = True,
+    answer_at_end_of_message: bool = False,
     sock: socket.socket | None = None,
 ) -> MilterServer:
     """Listen on ``listen`` and serve the milter protocol with ``policy``.
@@ -562,7 +563,8 @@ async def start_milter_server(
     is the listen queue: a busy Postfix opens a milter connection per SMTP session.
     ``strip_headers`` names headers whose incoming copies every session deletes (see
     :class:`~drossel.milter.session.MilterSession`), as do the header limits and
-    ``recipient_step`` (False: RCPT is negotiated away, ``policy.on_recipient`` unused).
+    ``recipient_step`` (False: RCPT is negotiated away, ``policy.on_recipient`` unused) and
+    ``answer_at_end_of_message`` (True: the verdict goes out at end of message).
     ``sock``: serve this already listening socket (bound for ``listen`` by
     :mod:`drossel.milter.workers`) instead of binding; its owner removes a unix socket file.
     """
@@ -582,6 +584,7 @@ async def start_milter_server(
             max_kept_headers=max_kept_headers,
             max_kept_bytes=max_kept_bytes,
             recipient_step=recipient_step,
+            answer_at_end_of_message=answer_at_end_of_message,
         )
 
     def new_connection() -> _Connection:

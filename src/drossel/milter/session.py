@@ -16,7 +16,10 @@ recipients, and no replies expected for HELO, MAIL and each header
 headers a final accept/reject ends the conversation for this message (Postfix
 skips the end-of-message step); only when headers must be changed (ours added,
 forged copies deleted, which is possible only at end of message) does it
-answer "continue" and send the changes at end of message.
+answer "continue" and send the changes at end of message.  A policy that adds a
+header to most messages asks for no reply at end of headers at all
+(``answer_at_end_of_message``): its verdict then always goes out at end of
+message, one round trip per message instead of two.
 """
 
 from __future__ import annotations
@@ -32,12 +35,18 @@ from drossel.milter.commands import (
     CONTINUE,
     MILTER_VERSION,
     REJECT,
+    SMFIC_MACRO,
     SMFIC_MAIL,
     SMFIF_ADDHDRS,
     SMFIF_CHGHDRS,
     SMFIF_SETSYMLIST,
+    SMFIM_CONNECT,
+    SMFIM_DATA,
     SMFIM_ENVFROM,
+    SMFIM_ENVRCPT,
+    SMFIM_EOH,
     SMFIM_EOM,
+    SMFIM_HELO,
     SMFIP_NOBODY,
     SMFIP_NOCONNECT,
     SMFIP_NODATA,
@@ -107,16 +116,27 @@ WANTED_STEPS: Final = (
     | SMFIP_NR_BODY
 )
 
-#: Macros requested per stage.  Postfix replaces *all* its stage lists once a
-#: filter sends any, and sends a stage's macros in a packet of their own before
-#: that stage's command, the end-of-headers ones before *every* header.  So the
-#: lists are as short as possible: the client evidence (:mod:`.evidence`) only at
-#: MAIL, the stage every message passes (Postfix has all those macros there, the
-#: TLS ones after STARTTLS too; CONNECT is negotiated away), and the queue id
-#: only at end of message, the one stage where Postfix always knows it (it is
-#: only used in log lines).  Stages not listed get no macro packet.
+#: A macro name no MTA defines, asked for at the stages drossel needs nothing from.
+UNUSED_MACRO: Final = "{drossel_unused}"
+
+#: Macros requested per stage (SMFIF_SETSYMLIST).  Postfix sends a stage's macros in a
+#: packet of its own before that stage's command, also for steps negotiated away, and the
+#: end-of-headers ones before *every* header.  For a stage the filter leaves out, or asks an
+#: empty list for, Postfix falls back to its own ``milter_*_macros`` (its ``i`` queue id at
+#: RCPT, DATA, every header and end of headers; nine connect macros), which the filter would
+#: then parse per header.  So every stage gets a list: the client evidence (:mod:`.evidence`)
+#: at MAIL, the stage every message passes (Postfix has all those macros there, the TLS ones
+#: after STARTTLS too; CONNECT is negotiated away); the queue id (for log lines) once at DATA
+#: (known there, and kept for the rest of the message) and at end of message, where Postfix
+#: always knows it; and at the other stages a name nobody defines, so their macro packets
+#: arrive empty and cost next to nothing.
 DEFAULT_MACRO_REQUESTS: Final[Mapping[int, str]] = {
+    SMFIM_CONNECT: UNUSED_MACRO,
+    SMFIM_HELO: UNUSED_MACRO,
     SMFIM_ENVFROM: f"{CLIENT_MACROS} {TLS_MACROS}",
+    SMFIM_ENVRCPT: UNUSED_MACRO,
+    SMFIM_DATA: "i",
+    SMFIM_EOH: UNUSED_MACRO,
     SMFIM_EOM: "i",
 }
 
@@ -183,6 +203,7 @@ class MilterSession:
         max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,
         max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
         recipient_step: bool = True,
+        answer_at_end_of_message: bool = False,
     ) -> None:
         """``strip_headers``: header names (any case) whose copies in incoming mail are
         deleted at end of message, e.g. drossel's own verdict header, which only drossel
@@ -195,6 +216,13 @@ class MilterSession:
 
         ``recipient_step=False`` negotiates RCPT away (SMFIP_NORCPT): one round trip less
         per message for a policy whose ``on_recipient`` never refuses; it is then not called.
+
+        ``answer_at_end_of_message=True`` asks for no reply at end of headers (SMFIP_NR_EOH):
+        the verdict is still made there, but goes out at end of message, together with any
+        header changes.  Headers can only be changed at end of message, so for a policy that
+        adds a header to most messages, answering "continue" at end of headers first is one
+        round trip per message for nothing.  (Without header changes the two ways cost the
+        same: one reply, at end of headers or at end of message.)
         """
         if max_kept_headers < 0 or max_kept_bytes < 0:
             raise ValueError("header limits must not be negative")
@@ -210,7 +238,11 @@ class MilterSession:
         self.keep_headers = frozenset(check_header_name(n).lower() for n in keep_headers)
         self.max_kept_headers = max_kept_headers
         self.max_kept_bytes = max_kept_bytes
-        self.wanted_steps = WANTED_STEPS | (0 if recipient_step else SMFIP_NORCPT)
+        self.wanted_steps = (
+            WANTED_STEPS
+            | (0 if recipient_step else SMFIP_NORCPT)
+            | (SMFIP_NR_EOH if answer_at_end_of_message else 0)
+        )
         self.closed = False
         self.negotiated = False
         #: a policy call that suspended: (command, hook name, awaitable rest of the call)
@@ -278,6 +310,12 @@ class MilterSession:
         policy: pass it on to :meth:`decide_now`.  Lets the server answer packets straight
         from its read callback without a task switch.
         """
+        command, payload = packet
+        if command == SMFIC_MACRO and len(payload) == 1 and self.negotiated and not self.closed:
+            # The most frequent packet by far (Postfix sends one before every header, empty
+            # as asked in the negotiation): only clears its stage, nothing to parse.
+            self._clear_stage(payload)
+            return b""
         return self._dispatch(parse_command(packet))
 
     async def handle_command(self, cmd: Command) -> bytes:
@@ -382,17 +420,22 @@ class MilterSession:
             self.actions &= ~SMFIF_SETSYMLIST
         return OptNegReply(self.version, self.actions, self.steps, macros).encode()
 
-    def _store_macros(self, cmd: Macro) -> None:
-        stage = cmd.stage
+    def _clear_stage(self, stage: bytes) -> None:
+        """An empty macro packet: the stage's earlier macros no longer apply."""
         if stage == SMFIC_MAIL and self._mail_from is not None:
             self._reset_message()  # MAIL macros of a new message
         target = self._conn_macros if stage in _CONNECTION_STAGES else self._msg_macros
+        if stage in target:
+            del target[stage]
+
+    def _store_macros(self, cmd: Macro) -> None:
+        stage = cmd.stage
         if not cmd.macros:
-            # Most macro packets are empty (Postfix sends one per stage and header even for
-            # stages we asked nothing for): they only clear the stage.
-            if stage in target:
-                del target[stage]
+            self._clear_stage(stage)
             return
+        if stage == SMFIC_MAIL and self._mail_from is not None:
+            self._reset_message()  # MAIL macros of a new message
+        target = self._conn_macros if stage in _CONNECTION_STAGES else self._msg_macros
         macros = {
             k[1:-1] if k[:1] == "{" and k[-1:] == "}" and len(k) >= 2 else k: v
             for k, v in cmd.macros.items()
@@ -499,15 +542,21 @@ class MilterSession:
 
     def _on_eoh(self, verdict: MilterVerdict) -> bytes:
         reply = self._final_reply(verdict)
+        pending: list[bytes] = []
         if verdict.action in ("continue", "accept"):
             # Deletions first: our own header must never be taken for a forged one.
             pending = self._encode_deletions() + self._encode_headers(verdict.add_headers)
-            if pending:
-                # Headers can only be changed at end of body: continue now.
-                self._pending_headers = pending
-                self._eob_reply = reply
-                reply = CONTINUE
-        return self._unless(SMFIP_NR_EOH, reply)
+        if self.steps & SMFIP_NR_EOH:
+            # No reply expected now: the verdict goes out at end of message.
+            self._pending_headers = pending
+            self._eob_reply = reply
+            return b""
+        if pending:
+            # Headers can only be changed at end of body: continue now.
+            self._pending_headers = pending
+            self._eob_reply = reply
+            return CONTINUE
+        return reply
 
     def _encode_deletions(self) -> list[bytes]:
         if not self._strip_counts:

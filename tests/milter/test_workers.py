@@ -129,6 +129,31 @@ def test_inet_workers_serve_restart_and_stop(
     assert "restarting" in log
 
 
+def test_workers_stop_when_the_parent_is_killed(
+    tmp_path: Path, stopper: list[subprocess.Popen[bytes]]
+) -> None:
+    """kill -9 of the supervisor leaves no worker serving unsupervised: each gets SIGTERM."""
+    port = _free_port()
+    proc = _start(tmp_path, f"inet:127.0.0.1:{port}")
+    stopper.append(proc)
+    log = tmp_path / "milter.log"
+    _wait(lambda: log.read_text().count("milter listening") == 2, "two serving workers")
+    workers = _children(proc.pid)
+    proc.kill()
+    proc.wait(10)
+    _wait(lambda: all(not _alive(pid) for pid in workers), "the orphaned workers to stop")
+    assert log.read_text().count("milter stopped") == 2  # gracefully
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_unix_workers_share_the_socket_and_remove_it(
     tmp_path: Path, stopper: list[subprocess.Popen[bytes]]
 ) -> None:

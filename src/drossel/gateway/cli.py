@@ -14,7 +14,13 @@ from typing import Any
 from drossel.config import ConfigError, database_url
 from drossel.gateway.handler import split_hostport
 from drossel.gateway.server import check_next_hop, serve_gateway
-from drossel.runtime import build_enforcer, event_loop_runner, open_store, run_until_stopped
+from drossel.runtime import (
+    build_enforcer,
+    event_loop_runner,
+    open_store,
+    run_until_stopped,
+    stop_with_parent,
+)
 
 log = logging.getLogger("drossel.gateway")
 
@@ -69,6 +75,7 @@ def run_workers(ctx: Any, workers: int) -> int:
     # create or migrate the embedded SQLite state once, before the workers race to do it
     open_store(database_url(ctx.config, ctx.args.db), allow_offline=True).dispose()
     children: list[int] = []
+    parent = os.getpid()
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
@@ -76,6 +83,7 @@ def run_workers(ctx: Any, workers: int) -> int:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                stop_with_parent(parent)  # no worker outlives a killed parent
                 code = run_worker(ctx, reuse_port=True)
             except BaseException as exc:
                 print(f"drossel: gateway worker {os.getpid()}: {exc}", file=sys.stderr)

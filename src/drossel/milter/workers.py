@@ -15,7 +15,8 @@ outage journal ``<journal>.<n>``) and serves its socket until SIGTERM/SIGINT.
 The parent only supervises: it forwards SIGTERM/SIGINT to the workers and waits for their
 graceful stop, and restarts a worker that died unexpectedly (its socket stays open in the
 parent, so connections queued meanwhile are served by the new worker).  The parent never
-touches the database.
+touches the database.  A parent that dies without stopping them (``kill -9``) takes the
+workers with it: they get SIGTERM and stop gracefully.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from typing import Final
 
 from drossel.milter.server import DEFAULT_BACKLOG, parse_listen, remove_stale_socket
+from drossel.runtime import stop_with_parent
 
 log = logging.getLogger("drossel.milter")
 
@@ -94,6 +96,8 @@ def run_workers(
     quick_failures: dict[int, int] = {}
     stopping = False
 
+    parent = os.getpid()
+
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
@@ -101,6 +105,7 @@ def run_workers(
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                stop_with_parent(parent)
                 for other in {id(s): s for s in sockets}.values():
                     if other is not sockets[index]:
                         other.close()

@@ -21,6 +21,7 @@ from milter_helpers import (
 )
 
 from drossel.milter import ContinuePolicy, MessageContext, MilterVerdict
+from drossel.milter.commands import parse_command
 from drossel.milter.framing import Packet, ProtocolError
 from drossel.milter.session import MilterSession
 
@@ -167,6 +168,43 @@ async def test_empty_macro_packets_clear_their_stage() -> None:
     await replay(session, mb.QUIT)
     with pytest.raises(ProtocolError, match="after QUIT"):
         session.handle_nowait(Packet(b"D", b"L"))
+
+
+_HEADER_NAMES = st.sampled_from(
+    [b"Received", b"rECEIVED", b"X-Drossel", b"x-drossel", b"From", b"Subject", b"",
+     "X-Chec\u212a".encode(), b"Receiv\xc3", b"X-CHECK", b"Re\0ceived"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=_HEADER_NAMES,
+    value=st.binary(max_size=12),
+    tail=st.sampled_from([b"\0", b"", b"\0\0", b"\0x\0"]),
+    no_reply=st.booleans(),
+)
+def test_header_shortcut_means_what_the_parser_means(
+    name: bytes, value: bytes, tail: bytes, no_reply: bool
+) -> None:
+    """Headers drossel neither keeps nor strips skip the parser: same reply, same error, same
+    state as the full path, for well-formed and broken packets alike."""
+    steps = 0x1FFFFF if no_reply else 0x1FFFFF & ~0x80  # with or without SMFIP_NR_HDR
+    payload = name + b"\0" + value.replace(b"\0", b"") + tail
+    outcomes = []
+    for shortcut in (True, False):
+        # "X-Chec\u212a" (Kelvin sign) is "x-check" to str.lower(), not to bytes.lower()
+        session = MilterSession(ContinuePolicy(), strip_headers=("X-Drossel", "X-Check"))
+        session.handle_nowait(Packet(b"O", optneg(6, 0x1FF, steps)[5:]))
+        packet = Packet(b"L", payload)
+        try:
+            if shortcut:
+                result: object = session.handle_nowait(packet)
+            else:
+                result = asyncio.run(session.handle_command(parse_command(packet)))
+        except ProtocolError as exc:
+            result = ("error", type(exc))
+        outcomes.append((result, session.context().headers, session._strip_counts))
+    assert outcomes[0] == outcomes[1]
 
 
 async def test_exact_sanitised_450_reply() -> None:

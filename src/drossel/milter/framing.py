@@ -87,6 +87,7 @@ class PacketDecoder:
         packets: list[Packet] = []
         size = _LENGTH.size
         unpack = _LENGTH.unpack_from
+        new = tuple.__new__  # Packet(...) without the Python-level __new__ of a named tuple
         end_of_data = len(view)
         pos = 0
         while end_of_data - pos >= size:
@@ -101,7 +102,9 @@ class PacketDecoder:
             if end > end_of_data:
                 self._need = size + length
                 break
-            packets.append(Packet(view[pos + size : pos + size + 1], view[pos + size + 1 : end]))
+            packets.append(
+                new(Packet, (view[pos + size : pos + size + 1], view[pos + size + 1 : end]))
+            )
             pos = end
         else:
             self._need = size

@@ -35,6 +35,7 @@ from drossel.milter.commands import (
     CONTINUE,
     MILTER_VERSION,
     REJECT,
+    SMFIC_HEADER,
     SMFIC_MACRO,
     SMFIC_MAIL,
     SMFIF_ADDHDRS,
@@ -236,6 +237,12 @@ class MilterSession:
         #: lower-case name -> the name as configured (used in the delete request)
         self.strip_headers = {check_header_name(n).lower(): n for n in strip_headers}
         self.keep_headers = frozenset(check_header_name(n).lower() for n in keep_headers)
+        #: the same names as bytes (header names are ASCII), for the header shortcut
+        self._watched_names = frozenset(
+            n.encode() for n in (*self.keep_headers, *self.strip_headers)
+        )
+        #: the reply to a header: none once SMFIP_NR_HDR is negotiated
+        self._header_reply = CONTINUE
         self.max_kept_headers = max_kept_headers
         self.max_kept_bytes = max_kept_bytes
         self.wanted_steps = (
@@ -311,11 +318,25 @@ class MilterSession:
         from its read callback without a task switch.
         """
         command, payload = packet
-        if command == SMFIC_MACRO and len(payload) == 1 and self.negotiated and not self.closed:
-            # The most frequent packet by far (Postfix sends one before every header, empty
-            # as asked in the negotiation): only clears its stage, nothing to parse.
-            self._clear_stage(payload)
-            return b""
+        if self.negotiated and not self.closed:
+            if command == SMFIC_MACRO and len(payload) == 1:
+                # The most frequent packet (Postfix sends one before every header, empty as
+                # asked in the negotiation): it only clears its stage, nothing to parse.
+                self._clear_stage(payload)
+                return b""
+            if command == SMFIC_HEADER:
+                # The next most frequent: a header drossel neither keeps nor strips.  Only
+                # the packet's shape is checked (as the parser would), nothing is decoded.
+                # A non-ASCII name takes the full path: str.lower() may map it to ASCII.
+                nul = payload.find(b"\0")
+                if nul > 0:
+                    name = payload[:nul]
+                    if (
+                        name.isascii()
+                        and name.lower() not in self._watched_names
+                        and payload.find(b"\0", nul + 1) == len(payload) - 1
+                    ):
+                        return self._header_reply
         return self._dispatch(parse_command(packet))
 
     async def handle_command(self, cmd: Command) -> bytes:
@@ -413,6 +434,7 @@ class MilterSession:
         wanted = WANTED_ACTIONS | (SMFIF_CHGHDRS if self.strip_headers else 0)
         self.actions = wanted & cmd.actions
         self.steps = self.wanted_steps & cmd.protocol
+        self._header_reply = self._unless(SMFIP_NR_HDR, CONTINUE)
         self.negotiated = True
         self._reset_connection()
         macros = self.macro_requests if self.actions & SMFIF_SETSYMLIST else {}

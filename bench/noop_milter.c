@@ -1,9 +1,10 @@
 /*
  * The cheapest possible milter, as a reference for bench/milter.py: built with gcc against
  * sendmail's libmilter (Debian: libmilter-dev).  It negotiates away every protocol step it can
- * (connect, HELO, MAIL, RCPT, DATA, headers, body, unknown commands) and asks for no actions,
- * and no macros, so Postfix only opens the connection, negotiates, and sends end-of-headers,
- * which it accepts (Postfix then skips the rest of the message for this milter).  Whatever drossel costs above
+ * (connect, HELO, MAIL, RCPT, DATA, headers, body, unknown commands), asks for no actions
+ * and no macros (an undefined one at every stage), so Postfix only opens the connection,
+ * negotiates, sends the (empty) macro packets and end-of-headers, which it accepts (Postfix
+ * then skips the rest of the message for this milter).  Whatever drossel costs above
  * this is drossel's own cost.
  *
  * usage: noop_milter unix:/path | inet:PORT@127.0.0.1
@@ -18,16 +19,19 @@ static sfsistat noop_negotiate(SMFICTX *ctx, unsigned long actions, unsigned lon
                                unsigned long *want_f3)
 {
     (void) f2; (void) f3;
-    /* Postfix sends a stage's macros in a packet of their own before the stage's command,
-     * the end-of-headers ones ("i" by default) just before end of headers: two writes in a
-     * row with no reply between them, which Nagle's algorithm and delayed ACKs on a TCP
-     * socket turn into a 40 ms stall per message.  Once a filter sends any macro list,
-     * Postfix replaces all of its lists, so asking for one macro at CONNECT (a step
-     * negotiated away, so never sent) means no macro packet at all, as drossel asks. */
+    /* Postfix sends a stage's macros in a packet of its own before the stage's command, also
+     * for steps negotiated away, and falls back to its own milter_*_macros lists (the queue id
+     * "i", the connect macros) for any stage the filter gives no list for.  So the cheapest
+     * filter asks at every stage for a macro nobody defines, as drossel does where it needs
+     * nothing: the macro packets then arrive empty. */
     *want_actions = 0;
-    if ((actions & SMFIF_SETSYMLIST) != 0
-        && smfi_setsymlist(ctx, SMFIM_CONNECT, "j") == MI_SUCCESS)
-        *want_actions = SMFIF_SETSYMLIST;
+    if ((actions & SMFIF_SETSYMLIST) != 0) {
+        int stage, ok = 1;
+        for (stage = SMFIM_CONNECT; stage <= SMFIM_EOH; stage++)
+            ok = ok && smfi_setsymlist(ctx, stage, "{noop_unused}") == MI_SUCCESS;
+        if (ok)
+            *want_actions = SMFIF_SETSYMLIST;
+    }
     *want_steps = steps & (SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NORCPT
                            | SMFIP_NODATA | SMFIP_NOHDRS | SMFIP_NOBODY | SMFIP_NOUNKNOWN);
     *want_f2 = 0;

@@ -89,6 +89,24 @@ async def test_verdict_at_end_of_message_waits_for_a_suspended_policy() -> None:
         await srv.wait_closed()
 
 
+async def test_a_peer_that_stops_reading_is_cut_off() -> None:
+    """Replies the MTA never reads pause our reading; after read_timeout the connection is
+    closed, and when even the close cannot flush them, aborted: nothing hangs."""
+    srv = await serve(read_timeout=0.3)
+    try:
+        _, writer = await asyncio.open_connection(*tcp_address(srv))
+        writer.write(mb.OPTNEG * 100_000)  # about 20 MB of replies, never read
+        async with asyncio.timeout(15):
+            while not srv.connections:
+                await asyncio.sleep(0.01)
+            while srv.connections:
+                await asyncio.sleep(0.05)
+        writer.close()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
 async def test_two_messages_with_abort(server: MilterServer) -> None:
     first = ONE_MESSAGE[: ONE_MESSAGE.index(mb.MACRO_EOH)]
     reply = await talk(tcp_address(server), START + first + mb.ABORT + ONE_MESSAGE + mb.QUIT)

@@ -217,7 +217,7 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(
         self,
         server: list[MilterServer],
-        session_factory: Callable[[str], MilterSession],
+        session_factory: Callable[[object], MilterSession],
         *,
         read_timeout: float,
         idle_timeout: float,
@@ -262,7 +262,7 @@ class _Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if _QUICKACK is not None and sock is not None and sock.family in _TCP_FAMILIES:
             self._quickack = sock
-        self.session = self._session_factory(_peer_name(transport))
+        self.session = self._session_factory(_Peer(transport))
         self._closed = self._loop.create_future()
         self.task = self._loop.create_task(self.run())
         if self._server:
@@ -511,9 +511,15 @@ class _Connection(asyncio.BufferedProtocol):
             return
         with contextlib.suppress(Exception):
             transport.close()
-            if self._closed is not None and not self._closed.done():
-                async with asyncio.timeout(self.read_timeout):
-                    await self._closed
+            closed = self._closed
+            if closed is not None and not closed.done():
+                # A peer that does not read our last replies is cut off after read_timeout
+                # (a plain timer: asyncio.timeout costs three getpid() calls per connection).
+                guard = self._loop.call_later(self.read_timeout, transport.abort)
+                try:
+                    await closed
+                finally:
+                    guard.cancel()
 
 
 class _Pending:
@@ -523,6 +529,24 @@ class _Pending:
 
 
 _PENDING = _Pending()
+
+
+class _Peer:
+    """The MTA end of a connection, for log lines: worked out when first logged (asking the
+    socket costs system calls, and most connections never log a line of their own)."""
+
+    __slots__ = ("_text", "_transport")
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport: asyncio.BaseTransport | None = transport
+        self._text = "-"
+
+    def __str__(self) -> str:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                self._text = _peer_name(transport)
+        return self._text
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -574,7 +598,7 @@ async def start_milter_server(
     strip = tuple(strip_headers)
     server_ref: list[MilterServer] = []
 
-    def new_session(peer: str) -> MilterSession:
+    def new_session(peer: object) -> MilterSession:
         return MilterSession(
             policy,
             on_policy_error=on_policy_error,

@@ -198,7 +198,7 @@ class MilterSession:
         on_policy_error: OnPolicyError = "continue",
         policy_timeout: float | None = 20.0,
         macro_requests: Mapping[int, str] = DEFAULT_MACRO_REQUESTS,
-        peer: str = "-",
+        peer: object = "-",
         strip_headers: Iterable[str] = (),
         keep_headers: Iterable[str] = DEFAULT_KEEP_HEADERS,
         max_kept_headers: int = DEFAULT_MAX_KEPT_HEADERS,

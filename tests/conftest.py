@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,16 @@ def policy() -> Policy:
 @pytest.fixture
 def headers_dir() -> Path:
     return FIXTURES / "headers"
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that sets up logging as a daemon does (``setup_logging``: a handler on the
+    ``sys.stderr`` of that moment, which is pytest's capture) must not leave it behind: later
+    tests' log lines would go to a closed stream ("--- Logging error ---" in the output)."""
+    root = logging.getLogger()
+    ours = logging.getLogger("drossel")
+    saved = root.handlers[:], root.level, ours.level
+    yield
+    root.handlers[:], ours.level = saved[0], saved[2]
+    root.setLevel(saved[1])

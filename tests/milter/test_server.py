@@ -89,6 +89,40 @@ async def test_verdict_at_end_of_message_waits_for_a_suspended_policy() -> None:
         await srv.wait_closed()
 
 
+async def test_a_task_only_for_a_policy_call_that_suspends() -> None:
+    """Answers from memory are given in the read callback: such a connection never costs a
+    task; a policy call that suspends starts one, which serves the connection to its end."""
+
+    class Slow(RecordingPolicy):
+        async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
+            self.eoh_calls.append(ctx)
+            await asyncio.sleep(0.01)
+            return MilterVerdict("accept")
+
+    for policy, tasked in ((grading_policy(), False), (Slow(), True)):
+        srv = await start_milter_server(policy, "inet:127.0.0.1:0")
+        try:
+            reader, writer = await asyncio.open_connection(*tcp_address(srv))
+            writer.write(START + ONE_MESSAGE)
+            async with asyncio.timeout(5):
+                while len(await reader.read(65536)) < 5:  # the OPTNEG reply
+                    pass
+                (connection,) = srv.connections
+                while not policy.eoh_calls:
+                    await asyncio.sleep(0.01)
+            assert (connection.task is not None) is tasked
+            writer.write(mb.QUIT)
+            async with asyncio.timeout(5):
+                while await reader.read(65536):
+                    pass  # closed by drossel after QUIT
+                while srv.connections:
+                    await asyncio.sleep(0.01)
+            writer.close()
+        finally:
+            srv.close()
+            await srv.wait_closed()
+
+
 async def test_a_peer_that_stops_reading_is_cut_off() -> None:
     """Replies the MTA never reads pause our reading; after read_timeout the connection is
     closed, and when even the close cannot flush them, aborted: nothing hangs."""

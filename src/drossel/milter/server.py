@@ -130,7 +130,8 @@ class MilterServer(asyncio.AbstractServer):
         self._unix_path = unix_path
         self._unix_inode: int | None = os.stat(unix_path).st_ino if unix_path else None
         self.shutdown_grace = shutdown_grace
-        self.connections: set[asyncio.Task[Any]] = set()
+        #: the open connections (from connection_made to connection_lost)
+        self.connections: set[_Connection] = set()
         self.max_connections = max_connections
         #: connections refused because ``max_connections`` were open
         self.refused = 0
@@ -174,11 +175,12 @@ class MilterServer(asyncio.AbstractServer):
         await self._server.serve_forever()
 
     async def wait_closed(self) -> None:
-        live = {t for t in self.connections if not t.done()}
+        live = list(self.connections)
         if live:
-            _, pending = await asyncio.wait(live, timeout=self.shutdown_grace)
-            for task in pending:
-                task.cancel()
+            lost = {connection.lost(): connection for connection in live}
+            _, pending = await asyncio.wait(lost, timeout=self.shutdown_grace)
+            for future in pending:
+                lost[future].cancel()
             if pending:
                 await asyncio.wait(pending)
         await self._server.wait_closed()
@@ -207,11 +209,12 @@ class _Connection(asyncio.BufferedProtocol):
     """Drives one socket: read, decode, hand packets to the session, write.
 
     Built on a protocol rather than streams because the milter conversation is many tiny
-    packets: packets that need no policy (macros, envelope, headers, end of body, quit) are
-    answered straight from the read callback, with one write per read; a task (one per
-    connection, which also owns the connection's life for a graceful shutdown) is only woken
-    for the policy calls (RCPT, end of headers) and for closing.  Timeouts use one timer per
-    connection that is moved lazily instead of a timer (or task) per read.
+    packets: everything is answered straight from the read callback, with one write per read,
+    as long as the policy answers from memory (the usual case), and the connection is ended
+    there too (QUIT, EOF, an error, a timeout).  Only a policy call that suspends (a database
+    read) starts a task, which then handles the connection, in order, to its end: most
+    connections never cost a task.  Timeouts use one timer per connection that is moved
+    lazily instead of a timer (or task) per read.
     """
 
     def __init__(
@@ -239,7 +242,13 @@ class _Connection(asyncio.BufferedProtocol):
         self._eof = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] | None = None
+        #: set once the socket is closed (made on demand: only a shutdown waits for it)
+        self._lost: asyncio.Future[None] | None = None
+        self._is_lost = False
+        #: the connection is being closed (no more packets are handled)
+        self._ended = False
+        #: aborts a closing connection whose last replies the MTA does not read
+        self._guard: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -263,20 +272,16 @@ class _Connection(asyncio.BufferedProtocol):
         if _QUICKACK is not None and sock is not None and sock.family in _TCP_FAMILIES:
             self._quickack = sock
         self.session = self._session_factory(_Peer(transport))
-        self._closed = self._loop.create_future()
-        self.task = self._loop.create_task(self.run())
         if self._server:
-            connections = self._server[0].connections
-            connections.add(self.task)
-            self.task.add_done_callback(connections.discard)
+            self._server[0].connections.add(self)
         self._arm(self.read_timeout)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._error is not None or self.session is None or self.session.closed:
-            return  # the task is closing the connection; drop what is still arriving
+        if self._error is not None or self._ended or self.session is None or self.session.closed:
+            return  # the connection is being closed; drop what is still arriving
         try:
             packets = self.decoder.feed(self._view[:nbytes])
         except ProtocolError as exc:
@@ -296,8 +301,14 @@ class _Connection(asyncio.BufferedProtocol):
         self._eof = True
         if exc is not None and self._error is None:
             self._error = exc
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
+        self._is_lost = True
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        if self._server:
+            self._server[0].connections.discard(self)
         self._wake()
 
     def pause_writing(self) -> None:
@@ -332,7 +343,10 @@ class _Connection(asyncio.BufferedProtocol):
                 self._busy = True
                 self._queue.append(_PENDING)
                 self._enqueue(packets[index + 1 :])
-                self._wake()
+                if self.task is None:
+                    self.task = self._loop.create_task(self.run())
+                else:
+                    self._wake()
                 return
             if reply:
                 out.append(reply)
@@ -389,9 +403,83 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Something changed (QUIT, EOF, an error): the task, if any, takes it from here;
+        without one the connection is ended right here when it is over."""
+        if self.task is not None:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif not self._ended and self.session is not None:
+            self._settle()
+
+    def _settle(self) -> None:
+        """:meth:`_loop_`'s decisions for a connection without a task and without queued
+        packets: end it on an error, after QUIT or at EOF, else leave it open."""
+        session = self.session
+        assert session is not None
+        if self._error is not None:
+            self._log_end(self._error)
+        elif not session.closed:
+            if not self._eof:
+                return
+            try:
+                self._check_eof(session)
+            except ProtocolError as exc:
+                self._log_end(exc)
+        self._end()
+
+    def _check_eof(self, session: MilterSession) -> None:
+        """The MTA closed its side: fine between packets, a protocol error inside one."""
+        if self.decoder.buffered:
+            raise ProtocolError(f"EOF inside a packet ({self.decoder.buffered} bytes)")
+        if session.negotiated:
+            log.debug("milter %s: MTA closed the connection", session.peer)
+        else:
+            log.warning("milter %s: closed before negotiation", session.peer)
+
+    def _log_end(self, exc: BaseException) -> None:
+        peer = self.session.peer if self.session is not None else "-"
+        if isinstance(exc, ProtocolError):
+            log.warning("milter %s: protocol error, closing: %s", peer, exc)
+        elif isinstance(exc, TimeoutError):
+            log.warning("milter %s: timed out waiting for the MTA, closing", peer)
+        elif isinstance(exc, (ConnectionError, OSError)):
+            log.warning("milter %s: connection error, closing: %s", peer, exc)
+        else:
+            log.error("milter %s: internal error, closing", peer, exc_info=exc)
+
+    def _end(self) -> None:
+        """Close the connection: our replies still buffered go out first, unless the MTA does
+        not read them within ``read_timeout`` (then the connection is aborted)."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+        transport = self.transport
+        if transport is None or self._is_lost:
+            return
+        with contextlib.suppress(Exception):
+            transport.close()
+            if not self._is_lost and transport.get_write_buffer_size():
+                self._guard = self._loop.call_later(self.read_timeout, transport.abort)
+
+    def lost(self) -> asyncio.Future[None]:
+        """A future set once the socket is closed."""
+        if self._lost is None:
+            self._lost = self._loop.create_future()
+            if self._is_lost:
+                self._lost.set_result(None)
+        return self._lost
+
+    def cancel(self) -> None:
+        """Shutdown: stop the connection's policy call, if any, and close it."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # its end closes the connection
+        else:
+            self._end()
 
     # -- timeouts ------------------------------------------------------------------
 
@@ -410,6 +498,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._ended:
+            return
         if self._busy:
             return  # the policy has its own timeout; re-armed when the task is done
         if self._loop.time() < self._deadline:
@@ -420,21 +510,13 @@ class _Connection(asyncio.BufferedProtocol):
     # -- the task ------------------------------------------------------------------
 
     async def run(self) -> None:
-        session = self.session
-        assert session is not None
-        peer = session.peer
+        """The connection from its first suspended policy call to its end."""
         try:
             await self._loop_()
-        except ProtocolError as exc:
-            log.warning("milter %s: protocol error, closing: %s", peer, exc)
-        except TimeoutError:
-            log.warning("milter %s: timed out waiting for the MTA, closing", peer)
-        except (ConnectionError, OSError) as exc:
-            log.warning("milter %s: connection error, closing: %s", peer, exc)
-        except Exception:
-            log.exception("milter %s: internal error, closing", peer)
+        except Exception as exc:
+            self._log_end(exc)
         finally:
-            await self._close()
+            self._end()
 
     async def _loop_(self) -> None:
         session = self.session
@@ -448,12 +530,7 @@ class _Connection(asyncio.BufferedProtocol):
             if session.closed:
                 return
             if self._eof:
-                if self.decoder.buffered:
-                    raise ProtocolError(f"EOF inside a packet ({self.decoder.buffered} bytes)")
-                if session.negotiated:
-                    log.debug("milter %s: MTA closed the connection", session.peer)
-                else:
-                    log.warning("milter %s: closed before negotiation", session.peer)
+                self._check_eof(session)
                 return
             self._waiter = self._loop.create_future()
             try:
@@ -500,26 +577,6 @@ class _Connection(asyncio.BufferedProtocol):
                 await self._waiter
             finally:
                 self._waiter = None
-
-    async def _close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._queue.clear()
-        transport = self.transport
-        if transport is None:
-            return
-        with contextlib.suppress(Exception):
-            transport.close()
-            closed = self._closed
-            if closed is not None and not closed.done():
-                # A peer that does not read our last replies is cut off after read_timeout
-                # (a plain timer: asyncio.timeout costs three getpid() calls per connection).
-                guard = self._loop.call_later(self.read_timeout, transport.abort)
-                try:
-                    await closed
-                finally:
-                    guard.cancel()
 
 
 class _Pending:

@@ -160,12 +160,20 @@ def header_set(i: int, received: int, rng: random.Random, variant: int = 0) -> H
     )
 
 
+def server_message(server: int, rng: random.Random, variant: int) -> Headers:
+    """Server ``server``'s ``variant``-th message: 2 to 8 ``Received:`` lines by server."""
+    return header_set(server, 2 + server % 7, rng, variant)
+
+
+def only(headers: Headers, keep: frozenset[str]) -> Headers:
+    """The headers named in ``keep`` (lower case), in order."""
+    return [(k, v) for k, v in headers if k.lower() in keep]
+
+
 def header_sets(count: int, seed: int = 1, variants: int = 1) -> list[Headers]:
     """``variants`` messages from each of ``count`` servers (server ``m % count``)."""
     rng = random.Random(seed)
-    return [
-        header_set(m % count, 2 + m % count % 7, rng, m // count) for m in range(count * variants)
-    ]
+    return [server_message(m % count, rng, m // count) for m in range(count * variants)]
 
 
 class FreshMessages:
@@ -188,11 +196,8 @@ class FreshMessages:
         self.current: Headers = []
 
     def make(self, item: int) -> None:
-        server = item % self.count
-        headers = header_set(server, 2 + server % 7, self.rng, next(self._variants))
-        if self.keep is not None:
-            headers = [(k, v) for k, v in headers if k.lower() in self.keep]
-        self.current = headers
+        headers = server_message(item % self.count, self.rng, next(self._variants))
+        self.current = headers if self.keep is None else only(headers, self.keep)
 
 
 def block_of(headers: Headers) -> str:
@@ -305,7 +310,7 @@ def engine_rows(
 
     keep = MILTER_KEEPS if kind == "default" else None
     if keep is not None:  # the milter keeps only the Received: lines for the engine
-        messages = [[(k, v) for k, v in h if k.lower() in keep] for h in messages]
+        messages = [only(h, keep) for h in messages]
     n = len(messages)
     fresh = FreshMessages(sets, keep)
     client = ClientInfo(addr="192.0.2.10", name="mx.corp.example", helo="mx.corp.example")

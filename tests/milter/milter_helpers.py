@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import milter_bytes as mb
 
@@ -82,6 +82,13 @@ class RaisingPolicy:
 
     async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
         raise RuntimeError("database is down")
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds (TimeoutError after ``timeout`` seconds)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def replay(session: MilterSession, data: bytes, chunk: int = 4096) -> bytes:

@@ -6,7 +6,15 @@ import asyncio
 import struct
 
 import milter_bytes as mb
-from milter_helpers import EXCHANGE, EXCHANGE_REPLY, RecordingPolicy, grading_policy, replay, talk
+from milter_helpers import (
+    EXCHANGE,
+    EXCHANGE_REPLY,
+    RecordingPolicy,
+    grading_policy,
+    replay,
+    talk,
+    until,
+)
 
 from drossel.milter import start_milter_server
 from drossel.milter.session import MilterSession
@@ -83,9 +91,7 @@ async def test_connections_beyond_the_cap_are_closed_and_later_ones_served() -> 
     finally:
         for _, writer in held:
             writer.close()
-    async with asyncio.timeout(5):
-        while srv.connections:
-            await asyncio.sleep(0.01)
+    await until(lambda: not srv.connections)
     assert await talk((host, port), EXCHANGE) == EXCHANGE_REPLY
     srv.close()
     await srv.wait_closed()

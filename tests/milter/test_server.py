@@ -25,6 +25,7 @@ from milter_helpers import (
     RecordingPolicy,
     grading_policy,
     talk,
+    until,
 )
 
 from drossel.milter import (
@@ -99,7 +100,8 @@ async def test_a_task_only_for_a_policy_call_that_suspends() -> None:
             await asyncio.sleep(0.01)
             return MilterVerdict("accept")
 
-    for policy, tasked in ((grading_policy(), False), (Slow(), True)):
+    async def serve_one(policy: RecordingPolicy) -> bool:
+        """One message and QUIT; whether the connection had a task at end of headers."""
         srv = await start_milter_server(policy, "inet:127.0.0.1:0")
         try:
             reader, writer = await asyncio.open_connection(*tcp_address(srv))
@@ -107,20 +109,22 @@ async def test_a_task_only_for_a_policy_call_that_suspends() -> None:
             async with asyncio.timeout(5):
                 while len(await reader.read(65536)) < 5:  # the OPTNEG reply
                     pass
-                (connection,) = srv.connections
-                while not policy.eoh_calls:
-                    await asyncio.sleep(0.01)
-            assert (connection.task is not None) is tasked
+            (connection,) = srv.connections
+            await until(lambda: policy.eoh_calls)
+            tasked = connection.task is not None
             writer.write(mb.QUIT)
             async with asyncio.timeout(5):
                 while await reader.read(65536):
                     pass  # closed by drossel after QUIT
-                while srv.connections:
-                    await asyncio.sleep(0.01)
+            await until(lambda: not srv.connections)
             writer.close()
+            return tasked
         finally:
             srv.close()
             await srv.wait_closed()
+
+    assert await serve_one(grading_policy()) is False
+    assert await serve_one(Slow()) is True
 
 
 async def test_a_peer_that_stops_reading_is_cut_off() -> None:
@@ -130,11 +134,8 @@ async def test_a_peer_that_stops_reading_is_cut_off() -> None:
     try:
         _, writer = await asyncio.open_connection(*tcp_address(srv))
         writer.write(mb.OPTNEG * 100_000)  # about 20 MB of replies, never read
-        async with asyncio.timeout(15):
-            while not srv.connections:
-                await asyncio.sleep(0.01)
-            while srv.connections:
-                await asyncio.sleep(0.05)
+        await until(lambda: srv.connections, 15)
+        await until(lambda: not srv.connections, 15)
         writer.close()
     finally:
         srv.close()

@@ -463,7 +463,7 @@ class _Connection(asyncio.BufferedProtocol):
             return
         with contextlib.suppress(Exception):
             transport.close()
-            if not self._is_lost and transport.get_write_buffer_size():
+            if transport.get_write_buffer_size():  # connection_lost comes later, not here
                 self._guard = self._loop.call_later(self.read_timeout, transport.abort)
 
     def lost(self) -> asyncio.Future[None]:

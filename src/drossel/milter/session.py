@@ -364,7 +364,7 @@ class MilterSession:
                 self._keep(cmd)
             elif lower in self.strip_headers:
                 self._strip_counts[lower] = self._strip_counts.get(lower, 0) + 1
-            return self._unless(SMFIP_NR_HDR, CONTINUE)
+            return self._header_reply
         if isinstance(cmd, OptNeg):
             return self._negotiate(cmd)
         if not self.negotiated:
@@ -452,18 +452,14 @@ class MilterSession:
 
     def _store_macros(self, cmd: Macro) -> None:
         stage = cmd.stage
+        self._clear_stage(stage)
         if not cmd.macros:
-            self._clear_stage(stage)
             return
-        if stage == SMFIC_MAIL and self._mail_from is not None:
-            self._reset_message()  # MAIL macros of a new message
         target = self._conn_macros if stage in _CONNECTION_STAGES else self._msg_macros
-        macros = {
+        target[stage] = {
             k[1:-1] if k[:1] == "{" and k[-1:] == "}" and len(k) >= 2 else k: v
             for k, v in cmd.macros.items()
-        }  # normalise_macro_name, inlined
-        target.pop(stage, None)
-        target[stage] = macros
+        }  # normalise_macro_name, inlined; after the clear: the latest stage comes last
 
     # -- policy ------------------------------------------------------------------
 
@@ -568,16 +564,12 @@ class MilterSession:
         if verdict.action in ("continue", "accept"):
             # Deletions first: our own header must never be taken for a forged one.
             pending = self._encode_deletions() + self._encode_headers(verdict.add_headers)
-        if self.steps & SMFIP_NR_EOH:
-            # No reply expected now: the verdict goes out at end of message.
+        if pending or self.steps & SMFIP_NR_EOH:
+            # Headers can only be changed at end of body, and with NR_EOH nothing is answered
+            # now: the verdict goes out at end of message ("continue" now, if a reply is due).
             self._pending_headers = pending
             self._eob_reply = reply
-            return b""
-        if pending:
-            # Headers can only be changed at end of body: continue now.
-            self._pending_headers = pending
-            self._eob_reply = reply
-            return CONTINUE
+            return self._unless(SMFIP_NR_EOH, CONTINUE)
         return reply
 
     def _encode_deletions(self) -> list[bytes]:

@@ -52,7 +52,7 @@ its own process, resident memory (``VmRSS``) from ``/proc``:
 Goal of issue 12: <= 150 MiB for 100,000 servers and for 1,000 idle connections.
 
     python bench/decision.py                          # 5 rounds x 20,000 messages
-    python bench/decision.py --rounds 3 --iterations 5000 --json
+    python bench/decision.py --rounds 2 --iterations 20000 --json
     python bench/decision.py --no-decision --memory 100000 --connections 1000
 """
 

@@ -69,18 +69,19 @@ ALL_VARIANTS = (
 DEFAULT_VARIANTS = ALL_VARIANTS
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and of its live children (the workers)."""
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU of ``pid`` and of its live children (the workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(stat.parent.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+            user += int(fields[11]) / ticks
+            system += int(fields[12]) / ticks
+    return user, system
 
 
 def _wait_listening(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -223,9 +224,11 @@ def start_variant(name: str, workdir: Path, noop_binary: Callable[[], Path]) -> 
     raise ValueError(f"unknown variant {name!r}")
 
 
-def run_once(milter: Milter | None, messages: int, sessions: int) -> tuple[float, float | None]:
-    """One throughput run; (messages/s, milter CPU ms per message)."""
-    cpu_before = _cpu_seconds(milter.process.pid) if milter else 0.0
+def run_once(
+    milter: Milter | None, messages: int, sessions: int
+) -> tuple[float, tuple[float, float] | None]:
+    """One throughput run; (messages/s, milter (user, system) CPU ms per message)."""
+    cpu_before = _cpu_seconds(milter.process.pid) if milter else (0.0, 0.0)
     result = run_postfix_throughput(
         milter.address if milter else None,
         messages,
@@ -234,9 +237,13 @@ def run_once(milter: Milter | None, messages: int, sessions: int) -> tuple[float
     )
     if not result["complete"]:
         raise RuntimeError(f"incomplete run ({milter.name if milter else 'postfix'}): {result}")
-    cpu = None
+    cpu: tuple[float, float] | None = None
     if milter:
-        cpu = 1000 * (_cpu_seconds(milter.process.pid) - cpu_before) / messages
+        user, system = _cpu_seconds(milter.process.pid)
+        cpu = (
+            1000 * (user - cpu_before[0]) / messages,
+            1000 * (system - cpu_before[1]) / messages,
+        )
     return float(result["msgs_per_s"]), cpu
 
 
@@ -270,6 +277,7 @@ def main() -> int:
     milters: dict[str, Milter | None] = {}
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
+    cpu_user: dict[str, list[float]] = {name: [] for name in names}
     try:
         for name in names:
             milters[name] = start_variant(name, workdir, noop_binary)
@@ -279,10 +287,12 @@ def main() -> int:
             for name in names:
                 rate, ms = run_once(milters[name], args.messages, args.sessions)
                 rates[name].append(rate)
+                extra = ""
                 if ms is not None:
-                    cpu[name].append(ms)
+                    cpu[name].append(ms[0] + ms[1])
+                    cpu_user[name].append(ms[0])
+                    extra = f", milter CPU {ms[0] + ms[1]:.3f} ms/msg (user {ms[0]:.3f})"
                 if not args.json:
-                    extra = f", milter CPU {ms:.3f} ms/msg" if ms is not None else ""
                     print(f"round {round_no} {name:18} {rate:8.1f} msgs/s{extra}", flush=True)
     finally:
         for m in milters.values():
@@ -300,6 +310,9 @@ def main() -> int:
         "median_msgs_per_s": {name: round(v, 1) for name, v in median.items()},
         "median_milter_cpu_ms_per_message": {
             name: round(statistics.median(v), 3) for name, v in cpu.items() if v
+        },
+        "median_milter_user_cpu_ms_per_message": {
+            name: round(statistics.median(v), 3) for name, v in cpu_user.items() if v
         },
     }
     ratios: dict[str, float] = {}
@@ -324,6 +337,7 @@ def main() -> int:
             line = f"median {name:18} {median[name]:8.1f} msgs/s"
             if cpu[name]:
                 line += f", milter CPU {statistics.median(cpu[name]):.3f} ms/msg"
+                line += f" (user {statistics.median(cpu_user[name]):.3f})"
             print(line)
         for key, value in ratios.items():
             print(f"ratio  {key:26} {value:.3f}")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 
+import pytest
+
+from drossel import redact
 from drossel.redact import RedactingFilter
-from drossel.runtime import _Formatter
+from drossel.runtime import LINE_FORMAT, _Formatter
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -28,7 +32,52 @@ def test_same_text_as_the_standard_formatter_across_seconds() -> None:
     assert with_datefmt.format(record) == logging.Formatter(FORMAT, "%H:%M").format(record)
 
 
-def test_the_filter_formats_once_and_the_line_is_unchanged() -> None:
+def test_the_line_format_is_the_documented_one() -> None:
+    assert LINE_FORMAT == FORMAT
+
+
+def test_records_with_exception_or_stack_text_get_the_standard_text() -> None:
+    ours, standard = _Formatter(FORMAT), logging.Formatter(FORMAT)
+    try:
+        raise RuntimeError("broken")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    with_exc = [_record(1_775_000_000.25) for _ in range(2)]
+    for record in with_exc:
+        record.exc_info = exc_info
+    assert ours.format(with_exc[0]) == standard.format(with_exc[1])
+    assert "RuntimeError: broken" in ours.format(with_exc[0])
+    with_stack = [_record(1_775_000_000.25) for _ in range(2)]
+    for record in with_stack:
+        record.stack_info = "Stack (most recent call last):\n  here"
+    assert ours.format(with_stack[0]) == standard.format(with_stack[1])
+    other = "%(levelname)s %(message)s"
+    assert _Formatter(other).format(_record(1.5)) == logging.Formatter(other).format(_record(1.5))
+
+
+def test_without_a_remembered_password_the_filter_leaves_records_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redact, "_ordered", ())
+    record = _record(1_775_000_000.5)
+    assert RedactingFilter().filter(record)
+    assert record.msg == "decision action=%s n=%d" and record.args == ("accept", 3)
+
+
+def test_a_remembered_password_is_blanked_in_message_and_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redact, "_ordered", ("hunter22",))
+    record = _record(1_775_000_000.5, "url=%s said %s", ("pg://u:hunter22@h/d", "x"))
+    assert RedactingFilter().filter(record)
+    assert "hunter22" not in _Formatter(FORMAT).format(record)
+    assert record.msg == "url=pg://u:***@h/d said x"
+
+
+def test_the_filter_formats_once_and_the_line_is_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redact, "_ordered", ("not-in-this-line",))
     record = _record(1_775_000_000.5, "reason=%r %s", ("it's 100%", "x"))
     expected = logging.Formatter(FORMAT).format(
         _record(1_775_000_000.5, "reason=%r %s", ("it's 100%", "x"))

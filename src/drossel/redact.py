@@ -18,6 +18,10 @@ from sqlalchemy.exc import ArgumentError
 
 MASK = "***"
 _secrets: set[str] = set()
+#: what :func:`redact` blanks, longest first (a password may contain a shorter one); replaced
+#: whole under ``_lock`` and read without it, so a log line costs no lock and no sort, and
+#: nothing at all while no URL with a password has been seen (SQLite, peer authentication)
+_ordered: tuple[str, ...] = ()
 _lock = threading.Lock()
 
 
@@ -44,15 +48,15 @@ def remember_url(url: str) -> None:
     decoded = _password(url)
     if decoded:
         forms.update({quote(decoded, safe=""), quote_plus(decoded)})
+    global _ordered
     with _lock:
         _secrets.update(f for f in forms if f)
+        _ordered = tuple(sorted((f for f in _secrets if len(f) >= 3), key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if len(secret) >= 3:
+    for secret in _ordered:
+        if secret in text:
             text = text.replace(secret, MASK)
     return text
 
@@ -70,6 +74,8 @@ class RedactingFilter(logging.Filter):
     """Blanks remembered passwords in a record's message and exception text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not _ordered:
+            return True  # no password seen yet: nothing to blank (every decision line)
         # the message is formatted here once and kept so: the formatter need not do it again
         record.msg, record.args = redact(record.getMessage()), None
         if record.exc_info and record.exc_info[1] is not None:

@@ -25,12 +25,28 @@ from drossel.storage.store import Store
 log = logging.getLogger("drossel")
 
 
+#: the daemons' log line: time, level, logger, message
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 class _Formatter(logging.Formatter):
     """The standard formatter, with the time's text worked out once per second: a daemon logs
     one line per decision, and ``strftime`` was a quarter of a line's cost.  The same text:
-    the second by ``default_time_format``, then the milliseconds."""
+    the second by ``default_time_format``, then the milliseconds.  A record without exception
+    or stack text in :data:`LINE_FORMAT` is put together directly, without the generic
+    ``%``-style pass over the record's attributes (a third of what formatting cost)."""
 
     _second: tuple[int, str] = (-1, "")
+
+    def __init__(self, fmt: str | None = None, datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+        self._plain = fmt == LINE_FORMAT and datefmt is None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self._plain or record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.name} {message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None or not self.default_msec_format:
@@ -55,13 +71,13 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.logMultiprocessing = False
     logging.basicConfig(
         level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format=LINE_FORMAT,
         stream=sys.stderr,
         force=True,
     )
     logging.getLogger("drossel").setLevel(level)
     for handler in logging.getLogger().handlers:
-        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(_Formatter(LINE_FORMAT))
         handler.addFilter(RedactingFilter())  # no database password in any log line
 
 

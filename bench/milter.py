@@ -29,7 +29,8 @@ Variants (``--variants`` picks some):
 * ``drossel-workers``: the defaults with ``--workers N`` (N = number of cores).
 
 drossel runs as real processes on throw-away SQLite state; their CPU time (user + system,
-workers included) is read from /proc.  Not a test::
+workers included) is read from /proc and printed per message, with the user-space part apart
+(the no-op's is almost all the kernel's, drossel's the interpreter's).  Not a test::
 
     python bench/milter.py [--messages 2000] [--rounds 3] [--variants postfix,noop,drossel]
 """

@@ -19,6 +19,10 @@ Variants (``--variants`` picks some):
   behind Nagle's algorithm for it (about 44 ms per message, 22 messages/s on one session),
   which made the plain no-op a slow anchor rather than the limit.
 * ``noop-unix``: the same no-op on a ``unix:`` socket (no Nagle, no delayed ACKs).
+* ``noop-headers``: the same no-op on ``inet:``, but taking the headers (without a reply to
+  each) instead of negotiating them away, as any filter that reads ``Received:`` lines must:
+  Postfix then sends every header of every message.  ``drossel/noop-headers`` is drossel's
+  own cost above reading headers at all.
 * ``drossel``: ``drossel milter`` with the defaults (``add_header = true``,
   ``event_loop = auto``: uvloop if installed), on
   ``inet:127.0.0.1``.
@@ -61,6 +65,7 @@ ALL_VARIANTS = (
     "postfix",
     "noop",
     "noop-unix",
+    "noop-headers",
     "drossel",
     "drossel-asyncio",
     "drossel-noheader",
@@ -143,8 +148,8 @@ def build_noop(workdir: Path) -> Path:
     return binary
 
 
-def start_noop(binary: Path, workdir: Path, unix: bool = False) -> Milter:
-    name = "noop-unix" if unix else "noop"
+def start_noop(binary: Path, workdir: Path, unix: bool = False, headers: bool = False) -> Milter:
+    name = "noop-unix" if unix else "noop-headers" if headers else "noop"
     log = workdir / f"{name}.log"
     env = dict(os.environ)
     if unix:
@@ -157,7 +162,7 @@ def start_noop(binary: Path, workdir: Path, unix: bool = False) -> Milter:
         # waits for the 40 ms delayed-ACK timer (bench/quickack_shim.c says why).
         env["LD_PRELOAD"] = str(binary.parent / "quickack_shim.so")
     process = subprocess.Popen(
-        [str(binary), listen],
+        [str(binary), listen, *(["headers"] if headers else [])],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env=env,
@@ -212,6 +217,8 @@ def start_variant(name: str, workdir: Path, noop_binary: Callable[[], Path]) -> 
         return start_noop(noop_binary(), workdir)
     if name == "noop-unix":
         return start_noop(noop_binary(), workdir, unix=True)
+    if name == "noop-headers":
+        return start_noop(noop_binary(), workdir, headers=True)
     if name == "drossel":
         return start_drossel(name, workdir)
     if name == "drossel-asyncio":
@@ -326,7 +333,9 @@ def main() -> int:
             ratios[f"{name}/noop"] = round(median[name] / median["noop"], 3)
         if name == "drossel-unix" and "noop-unix" in median:
             ratios[f"{name}/noop-unix"] = round(median[name] / median["noop-unix"], 3)
-    for anchor in ("noop", "noop-unix"):
+        if name in ("drossel", "drossel-noheader") and "noop-headers" in median:
+            ratios[f"{name}/noop-headers"] = round(median[name] / median["noop-headers"], 3)
+    for anchor in ("noop", "noop-unix", "noop-headers"):
         if anchor in median and "postfix" in median:
             ratios[f"{anchor}/postfix"] = round(median[anchor] / median["postfix"], 3)
     result["ratios"] = ratios

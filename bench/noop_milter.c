@@ -7,11 +7,22 @@
  * then skips the rest of the message for this milter).  Whatever drossel costs above
  * this is drossel's own cost.
  *
- * usage: noop_milter unix:/path | inet:PORT@127.0.0.1
+ * With the second argument "headers" it takes the headers instead of negotiating them away
+ * (without a reply to each, SMFIP_NR_HDR, as drossel asks), like any filter that reads the
+ * Received: lines must: Postfix then sends every header of every message, which is Postfix's
+ * work, not the filter's.
+ *
+ * usage: noop_milter unix:/path | inet:PORT@127.0.0.1 [headers]
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <libmilter/mfapi.h>
+
+/* take the headers (the "headers" argument), and did Postfix agree to send them without
+ * waiting for replies? */
+static int want_headers = 0;
+static int headers_without_reply = 0;
 
 static sfsistat noop_negotiate(SMFICTX *ctx, unsigned long actions, unsigned long steps,
                                unsigned long f2, unsigned long f3, unsigned long *want_actions,
@@ -33,10 +44,18 @@ static sfsistat noop_negotiate(SMFICTX *ctx, unsigned long actions, unsigned lon
             *want_actions = SMFIF_SETSYMLIST;
     }
     *want_steps = steps & (SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NORCPT
-                           | SMFIP_NODATA | SMFIP_NOHDRS | SMFIP_NOBODY | SMFIP_NOUNKNOWN);
+                           | SMFIP_NODATA | SMFIP_NOBODY | SMFIP_NOUNKNOWN
+                           | (want_headers ? SMFIP_NR_HDR : SMFIP_NOHDRS));
+    headers_without_reply = want_headers && (steps & SMFIP_NR_HDR) != 0;
     *want_f2 = 0;
     *want_f3 = 0;
     return SMFIS_CONTINUE;
+}
+
+static sfsistat noop_header(SMFICTX *ctx, char *name, char *value)
+{
+    (void) ctx; (void) name; (void) value;
+    return headers_without_reply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
 
 static sfsistat noop_eoh(SMFICTX *ctx)
@@ -49,16 +68,18 @@ static struct smfiDesc noop = {
     .xxfi_name = "noop",
     .xxfi_version = SMFI_VERSION,
     .xxfi_flags = 0,
+    .xxfi_header = noop_header,  /* negotiated away unless "headers" */
     .xxfi_eoh = noop_eoh,
     .xxfi_negotiate = noop_negotiate,
 };
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s unix:/path | inet:PORT@HOST\n", argv[0]);
+    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "headers") != 0)) {
+        fprintf(stderr, "usage: %s unix:/path | inet:PORT@HOST [headers]\n", argv[0]);
         return 2;
     }
+    want_headers = argc == 3;
     if (smfi_setconn(argv[1]) == MI_FAILURE || smfi_setbacklog(1024) == MI_FAILURE
         || smfi_register(noop) == MI_FAILURE) {
         fprintf(stderr, "noop_milter: cannot set up %s\n", argv[1]);

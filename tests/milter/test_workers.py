@@ -77,6 +77,16 @@ def _start(tmp_path: Path, listen: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def _start_inet(
+    tmp_path: Path, stopper: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Two workers on a free loopback port, stopped by ``stopper`` at the end."""
+    port = _free_port()
+    proc = _start(tmp_path, f"inet:127.0.0.1:{port}")
+    stopper.append(proc)
+    return proc, port
+
+
 @pytest.fixture
 def stopper() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -98,9 +108,7 @@ def _can_connect(connect: Callable[[], socket.socket]) -> bool:
 def test_inet_workers_serve_restart_and_stop(
     tmp_path: Path, stopper: list[subprocess.Popen[bytes]]
 ) -> None:
-    port = _free_port()
-    proc = _start(tmp_path, f"inet:127.0.0.1:{port}")
-    stopper.append(proc)
+    proc, port = _start_inet(tmp_path, stopper)
 
     def connect() -> socket.socket:
         return socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -133,9 +141,7 @@ def test_workers_stop_when_the_parent_is_killed(
     tmp_path: Path, stopper: list[subprocess.Popen[bytes]]
 ) -> None:
     """kill -9 of the supervisor leaves no worker serving unsupervised: each gets SIGTERM."""
-    port = _free_port()
-    proc = _start(tmp_path, f"inet:127.0.0.1:{port}")
-    stopper.append(proc)
+    proc, _ = _start_inet(tmp_path, stopper)
     log = tmp_path / "milter.log"
     _wait(lambda: log.read_text().count("milter listening") == 2, "two serving workers")
     workers = _children(proc.pid)

@@ -442,20 +442,21 @@ class MilterSession:
             self.actions &= ~SMFIF_SETSYMLIST
         return OptNegReply(self.version, self.actions, self.steps, macros).encode()
 
-    def _clear_stage(self, stage: bytes) -> None:
-        """An empty macro packet: the stage's earlier macros no longer apply."""
+    def _clear_stage(self, stage: bytes) -> dict[bytes, dict[str, str]]:
+        """An empty macro packet: the stage's earlier macros no longer apply.  Returns the
+        connection's or the message's macros, where the stage's belong."""
         if stage == SMFIC_MAIL and self._mail_from is not None:
             self._reset_message()  # MAIL macros of a new message
         target = self._conn_macros if stage in _CONNECTION_STAGES else self._msg_macros
         if stage in target:
             del target[stage]
+        return target
 
     def _store_macros(self, cmd: Macro) -> None:
         stage = cmd.stage
-        self._clear_stage(stage)
+        target = self._clear_stage(stage)
         if not cmd.macros:
             return
-        target = self._conn_macros if stage in _CONNECTION_STAGES else self._msg_macros
         target[stage] = {
             k[1:-1] if k[:1] == "{" and k[-1:] == "}" and len(k) >= 2 else k: v
             for k, v in cmd.macros.items()

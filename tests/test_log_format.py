@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 
 from drossel import redact
+from drossel.app.enforcer import log_decision
 from drossel.redact import RedactingFilter
-from drossel.runtime import LINE_FORMAT, _Formatter
+from drossel.runtime import LINE_FORMAT, _Formatter, setup_logging
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -85,3 +91,80 @@ def test_the_filter_formats_once_and_the_line_is_unchanged(
     assert RedactingFilter().filter(record)
     assert record.args is None and record.msg == 'reason="it\'s 100%" x'
     assert _Formatter(FORMAT).format(record) == expected
+
+
+@pytest.fixture
+def daemon_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], io.StringIO]]:
+    """Sets up the daemons' log (:func:`setup_logging`) on a string, when the test calls it
+    (pytest puts its own handlers and stderr in place as the test starts)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("drossel").level
+
+    def start() -> io.StringIO:
+        stream = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stream)
+        setup_logging()
+        return stream
+
+    try:
+        yield start
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("drossel").setLevel(saved[2])
+
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<rest>.*)$")
+
+
+def test_the_decision_line_reads_as_through_logging(daemon_log: Callable[[], io.StringIO]) -> None:
+    stream = daemon_log()
+    message = "decision action=accept server=ex01.contoso.local reason='it''s 100%'"
+    # the direct way is taken: the daemon's handler is the only one
+    assert [type(h).__name__ for h in logging.getLogger().handlers] == ["DaemonLogHandler"]
+    before = time.time()
+    log_decision(message)
+    logging.getLogger("drossel.decision").info("%s", message)  # the standard way
+    after = time.time()
+    direct, standard = stream.getvalue().splitlines()
+    for line in (direct, standard):
+        match = LINE.match(line)
+        assert match and match["rest"] == f"INFO drossel.decision {message}"
+        stamp = datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S").timestamp()
+        assert int(before) - 1 <= stamp <= after
+
+
+def test_the_decision_line_is_redacted_too(
+    daemon_log: Callable[[], io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = daemon_log()
+    monkeypatch.setattr(redact, "_ordered", ("hunter22",))
+    log_decision("decision tenant=hunter22.example")
+    assert "hunter22" not in stream.getvalue()
+    assert "tenant=***.example" in stream.getvalue()
+
+
+def test_the_decision_line_respects_levels(daemon_log: Callable[[], io.StringIO]) -> None:
+    stream = daemon_log()
+    handler = logging.getLogger().handlers[0]
+    handler.setLevel(logging.WARNING)
+    log_decision("decision action=accept")
+    assert stream.getvalue() == ""
+
+
+def test_any_other_logging_set_up_gets_the_decision_line_the_standard_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="drossel.decision"):
+        log_decision("decision action=throttle server=ex01")
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("drossel.decision", logging.INFO, "decision action=throttle server=ex01")
+    ]
+
+
+def test_time_text_is_the_standard_asctime() -> None:
+    ours, standard = _Formatter(FORMAT), logging.Formatter(FORMAT)
+    for created in (1_775_000_000.0, 1_775_000_000.9994, 1_775_000_059.5):
+        record = _record(created)
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        assert ours.time_text(created) == standard.formatTime(record)

@@ -351,3 +351,74 @@ def test_fuzz_random_bytes_never_crash_or_hang(
             await srv.wait_closed()
 
     asyncio.run(run())
+
+
+class _EventsTransport:
+    """A transport and TCP socket that record, in order, what the connection does to them."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self if name == "socket" else default
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        assert (level, option, value) == (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        self.events.append("ack")
+
+    def write(self, data: bytes) -> None:
+        self.events.append(f"write {data[4:5].decode()}")
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.events.append("close")
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="Linux only")
+async def test_reads_needing_no_reply_are_acknowledged_before_they_are_handled() -> None:
+    """Postfix's next packet waits (Nagle) for the ACK of its last one: a read that gets no reply
+    is acknowledged at once, before its packets are handled; a read that gets a reply is not
+    (the reply carries the ACK)."""
+    from drossel.milter.server import _Connection
+    from drossel.milter.session import MilterSession
+
+    seen: list[int] = []
+
+    class Policy(RecordingPolicy):
+        async def on_end_of_headers(self, ctx: MessageContext) -> MilterVerdict:
+            seen.append(len(transport.events))
+            return await super().on_end_of_headers(ctx)
+
+    template = MilterSession(Policy(), recipient_step=False, answer_at_end_of_message=True)
+    transport = _EventsTransport()
+    connection = _Connection(
+        [], template.spawn, read_timeout=5, idle_timeout=5, max_packet=65536, read_size=4096,
+        tcp=True,
+    )  # fmt: skip
+    connection.connection_made(transport)  # type: ignore[arg-type]
+
+    def read(data: bytes) -> list[str]:
+        before = len(transport.events)
+        connection.get_buffer(len(data))[: len(data)] = data
+        connection.buffer_updated(len(data))
+        return transport.events[before:]
+
+    assert read(mb.OPTNEG) == ["write O"]  # before the negotiation everything is answered
+    assert read(mb.MACRO_CONNECT + mb.CONNECT + mb.MACRO_HELO + mb.HELO) == ["ack"]
+    assert read(mb.MACRO_MAIL + mb.MAIL) == ["ack"]
+    assert read(mb.MACRO_HEADER) == ["ack"]
+    assert read(mb.HDR_RECEIVED_1[:7]) == ["ack"]  # inside a packet: the rest is due
+    assert read(mb.HDR_RECEIVED_1[7:] + mb.MACRO_HEADER) == ["ack"]
+    assert read(mb.HDR_RECEIVED_2) == ["ack"]
+    # end of headers gets no reply here (the verdict goes out at end of message): the ACK
+    # goes out first, then the policy runs
+    assert read(mb.MACRO_EOH + mb.EOH) == ["ack"]
+    assert seen == [len(transport.events)]
+    # end of message is answered: the reply carries the ACK
+    assert read(mb.MACRO_EOB + mb.BODYEOB) == ["write c"]
+    assert read(mb.QUIT) == ["ack", "close"]

@@ -443,3 +443,79 @@ async def test_suspending_policy_is_finished_by_resume() -> None:
         session.decide_now(command)  # one policy call at a time
     assert await session.resume() == mb.R_TEMPFAIL
     assert session.context().recipients == []  # refused recipient not kept
+
+
+async def test_spawned_sessions_share_settings_but_not_state() -> None:
+    policy = grading_policy()
+    template = MilterSession(policy, strip_headers=("X-Drossel",), answer_at_end_of_message=True)
+    first, second = template.spawn("first"), template.spawn("second")
+    assert (first.peer, second.peer) == ("first", "second")
+    assert first.strip_headers == {"x-drossel": "X-Drossel"}
+    # the same bytes as a session made the long way, on every buffer size
+    direct = MilterSession(policy, strip_headers=("X-Drossel",), answer_at_end_of_message=True)
+    expected = await replay(direct, EXCHANGE)
+    assert await replay(first, EXCHANGE, 16) == expected
+    assert first.closed and not second.closed and not second.negotiated
+    await replay(second, START)
+    assert second.context().recipients == [] and second.context().headers == []
+    assert template.spawn("third").context().macros == {}
+
+
+async def test_negotiation_is_worked_out_once_per_offer_and_bounded() -> None:
+    template = MilterSession(ContinuePolicy())
+    offers = [optneg(6, 0x1FF, 0x1FFFFF), optneg(2, 0x3F, 0x7F)]
+    replies = [await replay(template.spawn("-"), offer) for offer in offers]
+    again = [await replay(template.spawn("-"), offer) for offer in offers]
+    fresh = [await replay(MilterSession(ContinuePolicy()), offer) for offer in offers]
+    assert replies == again == fresh and replies[0] != replies[1]
+    for protocol in range(40):  # an MTA making ever new offers cannot grow the table
+        await replay(template.spawn("-"), optneg(6, 0x1FF, protocol))
+    assert len(template._negotiated) == 16
+
+
+@pytest.mark.parametrize(
+    ("protocol", "answered"),
+    [
+        (0x1FFFFF, {b"O", b"R", b"N", b"E"}),  # Postfix 3.x offers every no-reply flag
+        (0x7F, {b"O", b"C", b"H", b"M", b"R", b"T", b"L", b"N", b"B", b"E", b"U"}),
+    ],
+)
+async def test_unanswered_commands_follow_the_negotiation(
+    protocol: int, answered: set[bytes]
+) -> None:
+    """The server acknowledges a read at once when it ends with a command that gets no reply:
+    the set must match what the session really answers."""
+    session = MilterSession(grading_policy())
+    assert session.unanswered == frozenset()  # before OPTNEG everything waits for a reply
+    await replay(session, optneg(6, 0x1FF, protocol))
+    every = {bytes([c]) for c in b"ABCDEHKLMNOQRTU"}
+    assert session.unanswered == frozenset(every - answered)
+    # and the session indeed answers nothing to each of them (a fresh session per command)
+    for command in sorted(session.unanswered - {b"Q", b"K", b"A", b"O"}):
+        probe = MilterSession(grading_policy())
+        await replay(probe, optneg(6, 0x1FF, protocol) + START[len(mb.OPTNEG) :])
+        payload = {
+            b"D": b"L",
+            b"L": b"Subject\0x\0",
+            b"H": b"h.example\0",
+            b"M": b"<a@b.example>\0",
+            b"C": b"h.example\x004\x00\x19127.0.0.1\0",
+            b"U": b"VRFY x\0",
+            b"B": b"body text",
+        }.get(command, b"")
+        assert await probe.handle(Packet(command, payload)) == b"", command
+
+
+async def test_added_header_packets_are_reused_and_the_table_is_bounded() -> None:
+    verdict = MilterVerdict("accept", add_headers=(("X-Grade", "server=s0; stage=0"),))
+    template = MilterSession(RecordingPolicy(eoh=verdict), answer_at_end_of_message=True)
+    outs = [await replay(template.spawn("-"), EXCHANGE) for _ in range(2)]
+    assert outs[0] == outs[1]
+    assert b"hX-Grade\x00server=s0; stage=0\x00" in outs[0]
+    assert len(template._encoded_headers) == 1
+    session = template.spawn("-")
+    await replay(session, START)
+    many = tuple((f"X-N{i}", "v") for i in range(1100))
+    encoded = session._encode_headers(many)
+    assert len(encoded) == 1100 and len(template._encoded_headers) <= 1024
+    assert encoded[-1] == b"\x00\x00\x00\x0bhX-N1099\x00v\x00"

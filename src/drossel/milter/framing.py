@@ -85,26 +85,27 @@ class PacketDecoder:
         else:
             view = bytes(data)
         packets: list[Packet] = []
+        append = packets.append
         size = _LENGTH.size
         unpack = _LENGTH.unpack_from
         new = tuple.__new__  # Packet(...) without the Python-level __new__ of a named tuple
+        max_packet = self.max_packet
         end_of_data = len(view)
         pos = 0
         while end_of_data - pos >= size:
             (length,) = unpack(view, pos)
-            if length == 0:
-                raise FramingError("zero-length packet (no command byte)")
-            if length > self.max_packet:
+            if not 0 < length <= max_packet:
+                if length == 0:
+                    raise FramingError("zero-length packet (no command byte)")
                 raise FramingError(
-                    f"packet length {length} exceeds the limit of {self.max_packet} bytes"
+                    f"packet length {length} exceeds the limit of {max_packet} bytes"
                 )
-            end = pos + size + length
+            start = pos + size
+            end = start + length
             if end > end_of_data:
                 self._need = size + length
                 break
-            packets.append(
-                new(Packet, (view[pos + size : pos + size + 1], view[pos + size + 1 : end]))
-            )
+            append(new(Packet, (view[start : start + 1], view[start + 1 : end])))
             pos = end
         else:
             self._need = size

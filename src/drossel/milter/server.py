@@ -53,7 +53,6 @@ DEFAULT_BACKLOG = 1024
 
 #: Linux's TCP_QUICKACK (None elsewhere: then ACKs are left to the kernel's timer).
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-_TCP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
 
 
 @dataclass(frozen=True)
@@ -226,8 +225,12 @@ class _Connection(asyncio.BufferedProtocol):
         idle_timeout: float,
         max_packet: int,
         read_size: int,
+        tcp: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._server = server
+        #: a TCP connection on a system with TCP_QUICKACK (see _ack_now)
+        self._tcp = tcp and _QUICKACK is not None
         self._session_factory = session_factory
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
@@ -251,7 +254,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._guard: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.session: MilterSession | None = None
         self.task: asyncio.Task[None] | None = None
@@ -268,9 +271,8 @@ class _Connection(asyncio.BufferedProtocol):
             transport.abort()
             return
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if _QUICKACK is not None and sock is not None and sock.family in _TCP_FAMILIES:
-            self._quickack = sock
+        if self._tcp:
+            self._quickack = transport.get_extra_info("socket")
         self.session = self._session_factory(_Peer(transport))
         if self._server:
             self._server[0].connections.add(self)
@@ -287,6 +289,10 @@ class _Connection(asyncio.BufferedProtocol):
         except ProtocolError as exc:
             self._fail(exc)
             return
+        if self._quickack is not None and (
+            not packets or packets[-1].command in self.session.unanswered
+        ):
+            self._ack_now()
         if self._busy or self._queue:
             self._enqueue(packets)
             return
@@ -358,8 +364,6 @@ class _Connection(asyncio.BufferedProtocol):
                 return
         if out:
             self._write(out)
-        elif self._quickack is not None:
-            self._ack_now()
         self._arm_for_next_read()
 
     def _ack_now(self) -> None:
@@ -370,7 +374,9 @@ class _Connection(asyncio.BufferedProtocol):
         writes each packet as its own small segment without TCP_NODELAY, so Nagle holds its
         next packet until that ACK arrives: a stall per header.  TCP_QUICKACK sends the
         pending ACK now (the kernel clears the flag again, hence per read).  Unix sockets have
-        neither mechanism.
+        neither mechanism.  Called as soon as a read is decoded, before its packets are
+        handled, when the read ends with a packet that gets no reply (or inside a packet):
+        Postfix's next packet then travels while this one is handled.
         """
         try:
             self._quickack.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
@@ -655,30 +661,31 @@ async def start_milter_server(
     strip = tuple(strip_headers)
     server_ref: list[MilterServer] = []
 
-    def new_session(peer: object) -> MilterSession:
-        return MilterSession(
-            policy,
-            on_policy_error=on_policy_error,
-            policy_timeout=policy_timeout,
-            peer=peer,
-            strip_headers=strip,
-            max_kept_headers=max_kept_headers,
-            max_kept_bytes=max_kept_bytes,
-            recipient_step=recipient_step,
-            answer_at_end_of_message=answer_at_end_of_message,
-        )
+    sessions = MilterSession(
+        policy,
+        on_policy_error=on_policy_error,
+        policy_timeout=policy_timeout,
+        strip_headers=strip,
+        max_kept_headers=max_kept_headers,
+        max_kept_bytes=max_kept_bytes,
+        recipient_step=recipient_step,
+        answer_at_end_of_message=answer_at_end_of_message,
+    )
+
+    loop = asyncio.get_running_loop()
 
     def new_connection() -> _Connection:
         return _Connection(
             server_ref,
-            new_session,
+            sessions.spawn,
             read_timeout=read_timeout,
             idle_timeout=idle_timeout,
             max_packet=max_packet,
             read_size=read_size,
+            tcp=address.kind != "unix",
+            loop=loop,
         )
 
-    loop = asyncio.get_running_loop()
     server: asyncio.Server
     unix_path = address.path
     if sock is not None:

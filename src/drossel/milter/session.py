@@ -35,9 +35,19 @@ from drossel.milter.commands import (
     CONTINUE,
     MILTER_VERSION,
     REJECT,
+    SMFIC_ABORT,
+    SMFIC_BODY,
+    SMFIC_CONNECT,
+    SMFIC_DATA,
+    SMFIC_EOH,
     SMFIC_HEADER,
+    SMFIC_HELO,
     SMFIC_MACRO,
     SMFIC_MAIL,
+    SMFIC_QUIT,
+    SMFIC_QUIT_NC,
+    SMFIC_RCPT,
+    SMFIC_UNKNOWN,
     SMFIF_ADDHDRS,
     SMFIF_CHGHDRS,
     SMFIF_SETSYMLIST,
@@ -97,6 +107,27 @@ from drossel.milter.policy import (
 )
 
 log = logging.getLogger("drossel.milter")
+
+#: commands the filter never answers, whatever was negotiated
+_NEVER_ANSWERED: Final = frozenset({SMFIC_MACRO, SMFIC_ABORT, SMFIC_QUIT, SMFIC_QUIT_NC})
+#: commands the filter does not answer once their no-reply flag is negotiated
+_NO_REPLY_FLAGS: Final = (
+    (SMFIC_CONNECT, SMFIP_NR_CONN),
+    (SMFIC_HELO, SMFIP_NR_HELO),
+    (SMFIC_MAIL, SMFIP_NR_MAIL),
+    (SMFIC_RCPT, SMFIP_NR_RCPT),
+    (SMFIC_DATA, SMFIP_NR_DATA),
+    (SMFIC_HEADER, SMFIP_NR_HDR),
+    (SMFIC_EOH, SMFIP_NR_EOH),
+    (SMFIC_BODY, SMFIP_NR_BODY),
+    (SMFIC_UNKNOWN, SMFIP_NR_UNKN),
+)
+
+#: encoded added headers kept for reuse (see MilterSession._encode_headers)
+_MAX_ENCODED_HEADERS: Final = 1024
+
+#: version, actions, steps, the reply to a header, the commands not answered, OPTNEG reply
+_Agreement = tuple[int, int, int, bytes, frozenset[bytes], bytes]
 
 #: Oldest MTA protocol version we talk to (SMFIP_NR_* needs 6; older MTAs
 #: simply get a reply for every event).
@@ -252,12 +283,36 @@ class MilterSession:
         )
         self.closed = False
         self.negotiated = False
+        #: commands that get no reply in this conversation (none before the negotiation:
+        #: the MTA waits for the OPTNEG reply)
+        self.unanswered: frozenset[bytes] = frozenset()
         #: a policy call that suspended: (command, hook name, awaitable rest of the call)
         self._suspended: tuple[Rcpt | EndOfHeaders, str, Awaitable[Any]] | None = None
         self.version = 0
         self.actions = 0
         self.steps = 0
+        #: OPTNEG replies by what the MTA offered (the same offer on every connection of an
+        #: MTA), shared by the sessions :meth:`spawn` makes
+        self._negotiated: dict[tuple[int, int, int], _Agreement] = {}
+        #: added headers as encoded (a server's messages mostly get the same verdict header),
+        #: shared like ``_negotiated``
+        self._encoded_headers: dict[tuple[str, str], bytes] = {}
         self._reset_connection()
+        #: what a new session starts from (see :meth:`spawn`)
+        self._initial = dict(vars(self))
+
+    def spawn(self, peer: object) -> MilterSession:
+        """A new session with this one's settings, for the next connection.
+
+        The server makes one session per MTA connection, and the MTA opens one per SMTP
+        session: the settings are checked and worked out once, in ``__init__``, and only the
+        per-connection state is made anew here.  The settings are never changed after
+        ``__init__``, so sharing them is safe."""
+        session = MilterSession.__new__(MilterSession)
+        vars(session).update(self._initial)
+        session.peer = peer
+        session._reset_connection()
+        return session
 
     # -- state -----------------------------------------------------------------
 
@@ -430,17 +485,29 @@ class MilterSession:
     def _negotiate(self, cmd: OptNeg) -> bytes:
         if cmd.version < MIN_MTA_VERSION:
             raise ProtocolError(f"OPTNEG: unsupported MTA protocol version {cmd.version}")
-        self.version = min(cmd.version, MILTER_VERSION)
-        wanted = WANTED_ACTIONS | (SMFIF_CHGHDRS if self.strip_headers else 0)
-        self.actions = wanted & cmd.actions
-        self.steps = self.wanted_steps & cmd.protocol
-        self._header_reply = self._unless(SMFIP_NR_HDR, CONTINUE)
+        offer = (cmd.version, cmd.actions, cmd.protocol)
+        agreed = self._negotiated.get(offer)
+        if agreed is None:
+            agreed = self._agree(*offer)
+            if len(self._negotiated) < 16:  # an MTA makes one offer; bounded all the same
+                self._negotiated[offer] = agreed
+        self.version, self.actions, self.steps, self._header_reply, self.unanswered, reply = agreed
         self.negotiated = True
         self._reset_connection()
-        macros = self.macro_requests if self.actions & SMFIF_SETSYMLIST else {}
+        return reply
+
+    def _agree(self, version: int, actions: int, protocol: int) -> _Agreement:
+        """What is agreed for what the MTA offers, with the OPTNEG reply."""
+        version = min(version, MILTER_VERSION)
+        actions &= WANTED_ACTIONS | (SMFIF_CHGHDRS if self.strip_headers else 0)
+        steps = self.wanted_steps & protocol
+        macros = self.macro_requests if actions & SMFIF_SETSYMLIST else {}
         if not macros:
-            self.actions &= ~SMFIF_SETSYMLIST
-        return OptNegReply(self.version, self.actions, self.steps, macros).encode()
+            actions &= ~SMFIF_SETSYMLIST
+        header_reply = b"" if steps & SMFIP_NR_HDR else CONTINUE
+        unanswered = _NEVER_ANSWERED | {c for c, flag in _NO_REPLY_FLAGS if steps & flag}
+        reply = OptNegReply(version, actions, steps, macros).encode()
+        return version, actions, steps, header_reply, unanswered, reply
 
     def _clear_stage(self, stage: bytes) -> dict[bytes, dict[str, str]]:
         """An empty macro packet: the stage's earlier macros no longer apply.  Returns the
@@ -598,9 +665,17 @@ class MilterSession:
             )
             return []
         encoded: list[bytes] = []
-        for name, value in headers:
-            try:
-                encoded.append(AddHeader(name, value).encode())
-            except ValueError as exc:
-                log.warning("milter %s: not adding header: %s", self.peer, exc)
+        known = self._encoded_headers
+        for header in headers:
+            packet = known.get(header)
+            if packet is None:
+                try:
+                    packet = AddHeader(*header).encode()
+                except ValueError as exc:
+                    log.warning("milter %s: not adding header: %s", self.peer, exc)
+                    continue
+                if len(known) >= _MAX_ENCODED_HEADERS:
+                    known.clear()
+                known[header] = packet
+            encoded.append(packet)
         return encoded

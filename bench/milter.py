@@ -4,9 +4,11 @@
 
 Every variant gets the same load: the same message (two Exchange ``Received:`` lines of a
 current Exchange SE build, so drossel detects, grades and accepts every message), the same
-session count and message count.  Variants run interleaved in each round (A B C, A B C, ...)
-so that a noisy neighbour on the shared machine hits all of them alike; the median of the
-rounds is reported, with the ratios drossel/Postfix and drossel/no-op.
+session count and message count.  Variants run interleaved in each round (A B C, B C A,
+C A B, ...: each round starts one further on, so none is always first) so that a noisy
+neighbour on the shared machine hits all of them alike.  Each variant's median rate is
+reported; a ratio such as drossel/no-op is the median of the rounds' own ratios (the two ran
+within minutes of each other), with the spread of the rounds and the ratio of the medians.
 
 Variants (``--variants`` picks some):
 
@@ -292,7 +294,9 @@ def main() -> int:
             if milters[name] is not None and args.warmup:
                 run_once(milters[name], args.warmup, args.sessions)
         for round_no in range(1, args.rounds + 1):
-            for name in names:
+            # each round starts one variant further on: none is always first or last
+            shift = (round_no - 1) % len(names)
+            for name in names[shift:] + names[:shift]:
                 rate, ms = run_once(milters[name], args.messages, args.sessions)
                 rates[name].append(rate)
                 extra = ""
@@ -323,22 +327,27 @@ def main() -> int:
             name: round(statistics.median(v), 3) for name, v in cpu_user.items() if v
         },
     }
-    ratios: dict[str, float] = {}
+    pairs: list[tuple[str, str]] = []
     for name in names:
         if not name.startswith("drossel"):
             continue
-        if "postfix" in median:
-            ratios[f"{name}/postfix"] = round(median[name] / median["postfix"], 3)
-        if "noop" in median:
-            ratios[f"{name}/noop"] = round(median[name] / median["noop"], 3)
-        if name == "drossel-unix" and "noop-unix" in median:
-            ratios[f"{name}/noop-unix"] = round(median[name] / median["noop-unix"], 3)
-        if name in ("drossel", "drossel-noheader") and "noop-headers" in median:
-            ratios[f"{name}/noop-headers"] = round(median[name] / median["noop-headers"], 3)
-    for anchor in ("noop", "noop-unix", "noop-headers"):
-        if anchor in median and "postfix" in median:
-            ratios[f"{anchor}/postfix"] = round(median[anchor] / median["postfix"], 3)
+        pairs += [(name, "postfix"), (name, "noop")]
+        if name == "drossel-unix":
+            pairs.append((name, "noop-unix"))
+        if name in ("drossel", "drossel-noheader"):
+            pairs.append((name, "noop-headers"))
+    pairs += [(anchor, "postfix") for anchor in ("noop", "noop-unix", "noop-headers")]
+    pairs = [(a, b) for a, b in pairs if a in median and b in median]
+    # The headline: the median of the rounds' own ratios.  Both variants of a round ran
+    # minutes apart at most, so a machine that is slower for a while slows both; the ratio of
+    # the two medians (also given) can pair a fast round of one with a slow round of the other.
+    round_ratios = {
+        f"{a}/{b}": [x / y for x, y in zip(rates[a], rates[b], strict=True)] for a, b in pairs
+    }
+    ratios = {key: round(statistics.median(values), 3) for key, values in round_ratios.items()}
     result["ratios"] = ratios
+    result["round_ratios"] = {k: [round(v, 3) for v in vs] for k, vs in round_ratios.items()}
+    result["ratios_of_medians"] = {f"{a}/{b}": round(median[a] / median[b], 3) for a, b in pairs}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -350,7 +359,11 @@ def main() -> int:
                 line += f" (user {statistics.median(cpu_user[name]):.3f})"
             print(line)
         for key, value in ratios.items():
-            print(f"ratio  {key:26} {value:.3f}")
+            spread = round_ratios[key]
+            print(
+                f"ratio  {key:26} {value:.3f}  (rounds {min(spread):.3f}-{max(spread):.3f}; "
+                f"ratio of the medians {median[key.split('/')[0]] / median[key.split('/')[1]]:.3f})"
+            )
     return 0
 
 

@@ -41,7 +41,7 @@ def test_milter_benchmark_runs_every_anchor_to_completion() -> None:
         pytest.skip("needs gcc and libmilter-dev (scripts/setup.sh installs them)")
     variants = "postfix,noop,noop-unix,drossel"
     result = _run(
-        str(BENCH / "milter.py"), "--messages", "40", "--sessions", "4", "--rounds", "1",
+        str(BENCH / "milter.py"), "--messages", "40", "--sessions", "4", "--rounds", "2",
         "--warmup", "4", "--variants", variants, "--json", timeout=600,
     )  # fmt: skip
     if result.returncode == 2:  # the script's "cannot run here" (no Postfix, no root)
@@ -51,3 +51,8 @@ def test_milter_benchmark_runs_every_anchor_to_completion() -> None:
     assert set(report["median_msgs_per_s"]) == set(variants.split(","))
     assert all(rate > 0 for rate in report["median_msgs_per_s"].values())
     assert {"drossel/noop", "noop/postfix", "noop-unix/postfix"} <= set(report["ratios"])
+    # a ratio is the median of the rounds' own ratios (here: the mean of two)
+    rates = report["msgs_per_s"]
+    pair = [d / n for d, n in zip(rates["drossel"], rates["noop"], strict=True)]
+    assert report["round_ratios"]["drossel/noop"] == [round(r, 3) for r in pair]
+    assert report["ratios"]["drossel/noop"] == round(sum(pair) / 2, 3)

@@ -117,6 +117,14 @@ def smtp_source_command(
     return cmd
 
 
+def busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (``/proc/stat``: user, nice, system, irq,
+    softirq; not idle, I/O wait or time stolen by the hypervisor)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def run_postfix_throughput(
     milter: str | None = None,
     messages: int = 10000,
@@ -139,7 +147,9 @@ def run_postfix_throughput(
         default is one connection (and thus one milter conversation) per message.
     :param timeout: give up after this many seconds (default scales with ``messages``).
     :returns: dict with ``msgs_per_s`` (injection start until the sink counted all
-        messages), ``seconds``, ``submit_seconds``, ``delivered`` and Postfix log counts.
+        messages), ``machine_cpu_ms_per_msg`` (the CPU time of the whole machine in that
+        span, per message: Postfix, the load generator, the sink and the milter), ``seconds``,
+        ``submit_seconds``, ``delivered`` and Postfix log counts.
         ``complete`` is False when the sink did not get every message before ``timeout``
         (e.g. a milter rejected some); ``msgs_per_s`` then uses the delivered count.
 
@@ -207,6 +217,7 @@ def run_postfix_throughput(
             reuse_connections=reuse_connections,
         )
 
+        busy0 = busy_seconds()
         t0 = time.perf_counter()
         source = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         t_submit = time.perf_counter() - t0
@@ -214,6 +225,7 @@ def run_postfix_throughput(
             raise RuntimeError(f"smtp-source failed ({source.returncode}): {source.stderr}")
         complete = _wait_sink(sink_proc, pf, deadline=t0 + timeout)
         elapsed = time.perf_counter() - t0
+        busy = busy_seconds() - busy0
 
         counts = _log_counts(pf.log_text())
         delivered = messages if complete else counts["sent"]
@@ -224,6 +236,8 @@ def run_postfix_throughput(
                 "seconds": round(elapsed, 3),
                 "submit_seconds": round(t_submit, 3),
                 "msgs_per_s": round(delivered / elapsed, 1) if elapsed else 0.0,
+                # every process's CPU on the machine while the messages went through
+                "machine_cpu_ms_per_msg": round(1000 * busy / delivered, 3) if delivered else 0.0,
                 "submit_msgs_per_s": round(messages / t_submit, 1) if t_submit else 0.0,
                 "postfix_log": counts,
             }

@@ -9,6 +9,10 @@ C A B, ...: each round starts one further on, so none is always first) so that a
 neighbour on the shared machine hits all of them alike.  Each variant's median rate is
 reported; a ratio such as drossel/no-op is the median of the rounds' own ratios (the two ran
 within minutes of each other), with the spread of the rounds and the ratio of the medians.
+Each run also reads the whole machine's CPU time (``/proc/stat``) while the messages go
+through: ``cpu-ratio drossel/noop`` is the no-op's CPU per message over drossel's (median of
+the rounds), the throughput ratio a CPU-bound machine would show, without its scheduling
+noise.
 
 Variants (``--variants`` picks some):
 
@@ -236,8 +240,9 @@ def start_variant(name: str, workdir: Path, noop_binary: Callable[[], Path]) -> 
 
 def run_once(
     milter: Milter | None, messages: int, sessions: int
-) -> tuple[float, tuple[float, float] | None]:
-    """One throughput run; (messages/s, milter (user, system) CPU ms per message)."""
+) -> tuple[float, tuple[float, float] | None, float]:
+    """One throughput run; (messages/s, milter (user, system) CPU ms per message, the whole
+    machine's CPU ms per message)."""
     cpu_before = _cpu_seconds(milter.process.pid) if milter else (0.0, 0.0)
     result = run_postfix_throughput(
         milter.address if milter else None,
@@ -254,7 +259,7 @@ def run_once(
             1000 * (user - cpu_before[0]) / messages,
             1000 * (system - cpu_before[1]) / messages,
         )
-    return float(result["msgs_per_s"]), cpu
+    return float(result["msgs_per_s"]), cpu, float(result["machine_cpu_ms_per_msg"])
 
 
 def main() -> int:
@@ -288,6 +293,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     cpu_user: dict[str, list[float]] = {name: [] for name in names}
+    machine: dict[str, list[float]] = {name: [] for name in names}
     try:
         for name in names:
             milters[name] = start_variant(name, workdir, noop_binary)
@@ -297,13 +303,14 @@ def main() -> int:
             # each round starts one variant further on: none is always first or last
             shift = (round_no - 1) % len(names)
             for name in names[shift:] + names[:shift]:
-                rate, ms = run_once(milters[name], args.messages, args.sessions)
+                rate, ms, machine_ms = run_once(milters[name], args.messages, args.sessions)
                 rates[name].append(rate)
-                extra = ""
+                machine[name].append(machine_ms)
+                extra = f", machine CPU {machine_ms:.3f} ms/msg"
                 if ms is not None:
                     cpu[name].append(ms[0] + ms[1])
                     cpu_user[name].append(ms[0])
-                    extra = f", milter CPU {ms[0] + ms[1]:.3f} ms/msg (user {ms[0]:.3f})"
+                    extra += f", milter CPU {ms[0] + ms[1]:.3f} ms/msg (user {ms[0]:.3f})"
                 if not args.json:
                     print(f"round {round_no} {name:18} {rate:8.1f} msgs/s{extra}", flush=True)
     finally:
@@ -346,6 +353,17 @@ def main() -> int:
     }
     ratios = {key: round(statistics.median(values), 3) for key, values in round_ratios.items()}
     result["ratios"] = ratios
+    # The same comparison by cost: the whole machine's CPU per message with the anchor over
+    # that with the variant.  Both cores are busy throughout, so this is what the throughput
+    # ratio would be without the scheduling noise of a shared machine.
+    cpu_round_ratios = {
+        f"{a}/{b}": [y / x for x, y in zip(machine[a], machine[b], strict=True)] for a, b in pairs
+    }
+    cpu_ratios = {k: round(statistics.median(v), 3) for k, v in cpu_round_ratios.items()}
+    result["median_machine_cpu_ms_per_message"] = {
+        name: round(statistics.median(v), 3) for name, v in machine.items()
+    }
+    result["cpu_ratios"] = cpu_ratios
     result["round_ratios"] = {k: [round(v, 3) for v in vs] for k, vs in round_ratios.items()}
     result["ratios_of_medians"] = {f"{a}/{b}": round(median[a] / median[b], 3) for a, b in pairs}
     if args.json:
@@ -354,6 +372,7 @@ def main() -> int:
         print()
         for name in names:
             line = f"median {name:18} {median[name]:8.1f} msgs/s"
+            line += f", machine CPU {statistics.median(machine[name]):.3f} ms/msg"
             if cpu[name]:
                 line += f", milter CPU {statistics.median(cpu[name]):.3f} ms/msg"
                 line += f" (user {statistics.median(cpu_user[name]):.3f})"
@@ -364,6 +383,9 @@ def main() -> int:
                 f"ratio  {key:26} {value:.3f}  (rounds {min(spread):.3f}-{max(spread):.3f}; "
                 f"ratio of the medians {median[key.split('/')[0]] / median[key.split('/')[1]]:.3f})"
             )
+        for key, value in cpu_ratios.items():
+            spread = cpu_round_ratios[key]
+            print(f"cpu-ratio {key:23} {value:.3f}  (rounds {min(spread):.3f}-{max(spread):.3f})")
     return 0
 
 

@@ -56,3 +56,7 @@ def test_milter_benchmark_runs_every_anchor_to_completion() -> None:
     pair = [d / n for d, n in zip(rates["drossel"], rates["noop"], strict=True)]
     assert report["round_ratios"]["drossel/noop"] == [round(r, 3) for r in pair]
     assert report["ratios"]["drossel/noop"] == round(sum(pair) / 2, 3)
+    # and by the machine's CPU per message (the anchor's over drossel's)
+    cpu = report["median_machine_cpu_ms_per_message"]
+    assert all(ms > 0 for ms in cpu.values())
+    assert 0 < report["cpu_ratios"]["drossel/noop"] < 2

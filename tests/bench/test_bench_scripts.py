@@ -60,3 +60,42 @@ def test_milter_benchmark_runs_every_anchor_to_completion() -> None:
     cpu = report["median_machine_cpu_ms_per_message"]
     assert all(ms > 0 for ms in cpu.values())
     assert 0 < report["cpu_ratios"]["drossel/noop"] < 2
+
+
+def test_milter_replay_compares_two_source_trees(tmp_path: Path) -> None:
+    """``bench/milter_replay.py compare`` replays a conversation to two milters and prints both
+    costs.  The conversation is made as ``record`` makes one: the recorded exchange of the
+    milter tests sent to a real ``drossel milter``, with what it answered."""
+    import asyncio
+    import pickle
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "milter"))
+    sys.path.insert(0, str(BENCH))
+    import milter_replay
+    from milter_helpers import EXCHANGE
+
+    async def answers() -> bytes:
+        process, port = await milter_replay._start_milter(None, tmp_path, None)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(EXCHANGE)
+            replies = await asyncio.wait_for(reader.read(-1), 30)  # drossel closes after QUIT
+            writer.close()
+            return replies
+        finally:
+            process.terminate()
+            process.wait()
+
+    replies = asyncio.run(answers())
+    assert len(milter_replay._packets(replies)) >= 2  # OPTNEG and end of message at least
+    path = tmp_path / "conversations.pickle"
+    path.write_bytes(pickle.dumps([[("mta", EXCHANGE), ("milter", replies)]]))
+    src = str(BENCH.parent / "src")
+    result = _run(
+        str(BENCH / "milter_replay.py"), "compare", src, src, "--conversations", str(path),
+        "--messages", "30", "--rounds", "2", "--warmup", "10", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"A {src}: ") and lines[1].startswith(f"B {src}: ")
+    assert lines[2].startswith("B / A: ")

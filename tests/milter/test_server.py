@@ -415,6 +415,9 @@ async def test_reads_needing_no_reply_are_acknowledged_before_they_are_handled()
     assert read(mb.HDR_RECEIVED_1[:7]) == ["ack"]  # inside a packet: the rest is due
     assert read(mb.HDR_RECEIVED_1[7:] + mb.MACRO_HEADER) == ["ack"]
     assert read(mb.HDR_RECEIVED_2) == ["ack"]
+    # a packet that is answered, with the start of the next: the rest of that one is due
+    assert read(mb.RCPT + mb.MACRO_HEADER[:3]) == ["ack", "write c"]
+    assert read(mb.MACRO_HEADER[3:]) == ["ack"]
     # end of headers gets no reply here (the verdict goes out at end of message): the ACK
     # goes out first, then the policy runs
     assert read(mb.MACRO_EOH + mb.EOH) == ["ack"]

@@ -290,7 +290,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._fail(exc)
             return
         if self._quickack is not None and (
-            not packets or packets[-1].command in self.session.unanswered
+            not packets
+            or packets[-1].command in self.session.unanswered
+            or self.decoder.buffered  # the rest of a packet is due
         ):
             self._ack_now()
         if self._busy or self._queue:

@@ -186,7 +186,11 @@ def start_drossel(
     unix: bool = False,
     workers: int = 1,
     event_loop: str = "auto",
+    src: str | None = None,
+    core: int | None = None,
 ) -> Milter:
+    """``src``: import drossel from this source directory (``bench/milter_replay.py`` compares
+    two); ``core``: pin the milter to this CPU."""
     home = workdir / name
     home.mkdir()
     home.chmod(0o755)
@@ -200,6 +204,8 @@ def start_drossel(
     address = f"unix:{home / 'milter.sock'}" if unix else f"inet:127.0.0.1:{find_free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
     env["DROSSEL_CONFIG"] = str(config)
+    if src:
+        env["PYTHONPATH"] = str(Path(src).resolve())
     log = home / "milter.log"
     profile = os.environ.get("DROSSEL_BENCH_PROFILE")  # a directory: cProfile each variant
     wrapper = ["-m", "cProfile", "-o", str(Path(profile) / f"{name}.prof")] if profile else []
@@ -209,9 +215,11 @@ def start_drossel(
     ]  # fmt: skip
     if workers > 1:
         command += ["--workers", str(workers)]
+    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     process = subprocess.Popen(
-        command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=home
-    )
+        command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=home,
+        preexec_fn=pin,
+    )  # fmt: skip
     _wait_listening(address, process, log)
     return Milter(name, address, process)
 

@@ -31,7 +31,6 @@ import pickle
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _postfix import find_free_port, run_postfix_throughput, unavailable_reason
+
+from milter import Milter, start_drossel
 
 Conversation = list[tuple[str, bytes]]  # ("mta" | "milter", bytes as read)
 
@@ -51,39 +52,6 @@ def _packets(data: bytes) -> list[bytes]:
         packets.append(data[pos : pos + 4 + length])
         pos += 4 + length
     return packets
-
-
-async def _start_milter(
-    src: str | None, workdir: Path, core: int | None
-) -> tuple[subprocess.Popen[bytes], int]:
-    home = Path(tempfile.mkdtemp(dir=workdir))
-    home.chmod(0o755)
-    (home / "drossel.toml").write_text(f'[storage]\njournal = "{home / "journal.jsonl"}"\n')
-    port = find_free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROSSEL_")}
-    env["DROSSEL_CONFIG"] = str(home / "drossel.toml")
-    if src:
-        env["PYTHONPATH"] = str(Path(src).resolve())
-    command = [
-        sys.executable, "-m", "drossel.cli.main", "milter",
-        "--listen", f"inet:127.0.0.1:{port}", "--db", f"sqlite:///{home / 'state.db'}",
-    ]  # fmt: skip
-    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
-    process = subprocess.Popen(
-        command, stdout=(home / "milter.log").open("wb"), stderr=subprocess.STDOUT, env=env,
-        cwd=home, preexec_fn=pin,
-    )  # fmt: skip
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"milter exited: {(home / 'milter.log').read_text()}") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            return process, port
-    raise RuntimeError("milter did not start listening")
 
 
 # -- record ---------------------------------------------------------------------------------
@@ -103,7 +71,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tag:
 async def record(out: Path, messages: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="drossel-replay-"))
     workdir.chmod(0o755)
-    milter, target = await _start_milter(None, workdir, None)
+    milter = start_drossel("record", workdir)
+    target = _port(milter)
     conversations: list[Conversation] = []
 
     async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -124,8 +93,7 @@ async def record(out: Path, messages: int) -> None:
         await asyncio.sleep(1)
     finally:
         server.close()
-        milter.terminate()
-        milter.wait()
+        milter.stop()
     kept = [c for c in conversations if any(tag == "milter" for tag, _ in c)]
     out.write_bytes(pickle.dumps(kept))
     print(f"{len(kept)} conversations of {result['delivered']} messages -> {out}")
@@ -174,6 +142,10 @@ async def _replay(port: int, scripts: list, messages: int, concurrency: int) -> 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+def _port(milter: Milter) -> int:
+    return int(milter.address.rsplit(":", 1)[1])
+
+
 def _cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -187,21 +159,26 @@ async def compare(
     os.sched_setaffinity(0, {0})
     workdir = Path(tempfile.mkdtemp(prefix="drossel-replay-"))
     workdir.chmod(0o755)
-    milters = [await _start_milter(src, workdir, 1 if cores > 1 else None) for src in sources]
+    core = 1 if cores > 1 else None
+    milters = [
+        start_drossel(name, workdir, src=src, core=core)
+        for name, src in zip("ab", sources, strict=True)
+    ]
     cost: list[list[float]] = [[], []]
     try:
-        for _, port in milters:
-            await _replay(port, scripts, warmup, 20)  # warm up: caches, imports, the database
+        for milter in milters:
+            await _replay(
+                _port(milter), scripts, warmup, 20
+            )  # warm up: caches, imports, the database
         for round_no in range(rounds):
             for k in (0, 1) if round_no % 2 == 0 else (1, 0):
-                process, port = milters[k]
-                before = _cpu(process.pid)
-                await _replay(port, scripts, messages, 20)
-                cost[k].append(1e6 * (_cpu(process.pid) - before) / messages)
+                pid = milters[k].process.pid
+                before = _cpu(pid)
+                await _replay(_port(milters[k]), scripts, messages, 20)
+                cost[k].append(1e6 * (_cpu(pid) - before) / messages)
     finally:
-        for process, _ in milters:
-            process.terminate()
-            process.wait()
+        for milter in milters:
+            milter.stop()
     for name, src, values in zip("AB", sources, cost, strict=True):
         rounds_text = ", ".join(f"{v:.0f}" for v in values)
         print(f"{name} {src}: {statistics.median(values):.0f} µs CPU per message ({rounds_text})")

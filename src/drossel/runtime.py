@@ -14,11 +14,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from drossel import redact as _redact
 from drossel.app.enforcer import Enforcer
 from drossel.app.journal import Journal
 from drossel.config import Clock, Config, ConfigError, database_url
-from drossel.redact import RedactingFilter, display_url
+from drossel.redact import RedactingFilter, display_url, redact
 from drossel.storage.listen import ChangeListener
 from drossel.storage.migrate import SchemaOutOfDate, check, upgrade
 from drossel.storage.store import Store
@@ -90,10 +89,8 @@ class DaemonLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 logging.LogRecord(name, logging.INFO, "", 0, message, None, None)
             )
             return
-        created = time.time()
-        if _redact._ordered:
-            message = _redact.redact(message)
-        line = f"{self.formatter.time_text(created)} INFO {name} {message}\n"
+        message = redact(message)  # as the filter does (nothing while no password is known)
+        line = f"{self.formatter.time_text(time.time())} INFO {name} {message}\n"
         with self.lock:  # type: ignore[union-attr]
             try:
                 self.stream.write(line)

@@ -75,16 +75,15 @@ def test_milter_replay_compares_two_source_trees(tmp_path: Path) -> None:
     from milter_helpers import EXCHANGE
 
     async def answers() -> bytes:
-        process, port = await milter_replay._start_milter(None, tmp_path, None)
+        milter = milter_replay.start_drossel("recording", tmp_path)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", milter_replay._port(milter))
             writer.write(EXCHANGE)
             replies = await asyncio.wait_for(reader.read(-1), 30)  # drossel closes after QUIT
             writer.close()
             return replies
         finally:
-            process.terminate()
-            process.wait()
+            milter.stop()
 
     replies = asyncio.run(answers())
     assert len(milter_replay._packets(replies)) >= 2  # OPTNEG and end of message at least

@@ -60,7 +60,6 @@ from drossel.core.frozen import fast_init, maker
 from drossel.metrics import DB_ERRORS, DECISION_SECONDS, VERDICTS
 
 log = logging.getLogger("drossel.decision")
-_DROSSEL_LOG = logging.getLogger("drossel")
 
 
 def log_decision(message: str) -> None:
@@ -71,22 +70,19 @@ def log_decision(message: str) -> None:
     the line is handed to that handler directly: the same text for a third of the cost, and
     this line is written once per message.  Any other set-up (tests, an embedding program)
     gets it the standard way."""
-    handlers = logging.root.handlers
-    if (
-        len(handlers) == 1
-        and not log.handlers
-        and not log.filters
-        and not _DROSSEL_LOG.handlers
-        and not _DROSSEL_LOG.filters
-        and log.propagate
-        and _DROSSEL_LOG.propagate
-        and not logging.root.filters
-    ):
-        write_line = getattr(handlers[0], "write_line", None)
-        if write_line is not None:
-            write_line(log.name, message)
+    root = logging.root
+    logger: logging.Logger | None = log
+    while logger is not root:  # nothing on the way up to the root handler
+        assert logger is not None
+        if logger.handlers or logger.filters or not logger.propagate:
+            log.info("%s", message)
             return
-    log.info("%s", message)
+        logger = logger.parent
+    write_line = getattr(root.handlers[0], "write_line", None) if len(root.handlers) == 1 else None
+    if write_line is None or root.filters:
+        log.info("%s", message)
+    else:
+        write_line(log.name, message)
 
 
 @fast_init

@@ -4,11 +4,12 @@
 
 Every variant gets the same load: the same message (two Exchange ``Received:`` lines of a
 current Exchange SE build, so drossel detects, grades and accepts every message), the same
-session count and message count.  Variants run interleaved in each round (A B C, B C A,
-C A B, ...: each round starts one further on, so none is always first) so that a noisy
-neighbour on the shared machine hits all of them alike.  Each variant's median rate is
-reported; a ratio such as drossel/no-op is the median of the rounds' own ratios (the two ran
-within minutes of each other), with the spread of the rounds and the ratio of the medians.
+session count and message count.  Variants run interleaved in each round, forward in odd
+rounds and backward in even ones (A B C, C B A, ...: see :func:`round_order`), each drossel
+variant beside its anchor, so that a noisy neighbour on the shared machine hits both alike.
+Each variant's median rate is reported; a ratio such as drossel/no-op is the median of the
+rounds' own ratios (the two ran one after the other), with the spread of the rounds and the
+ratio of the medians.
 Each run also reads the whole machine's CPU time (``/proc/stat``) while the messages go
 through: ``cpu-ratio drossel/noop`` is the no-op's CPU per message over drossel's (median of
 the rounds), the throughput ratio a CPU-bound machine would show, without its scheduling
@@ -58,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,16 +68,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _postfix import find_free_port, run_postfix_throughput, unavailable_reason
 
 HERE = Path(__file__).resolve().parent
+#: in the order a round runs them: each drossel variant beside the anchor it is compared with
+#: (``drossel`` between ``noop`` and ``noop-headers``), since neighbours run seconds apart
 ALL_VARIANTS = (
     "postfix",
     "noop",
-    "noop-unix",
-    "noop-headers",
     "drossel",
-    "drossel-asyncio",
+    "noop-headers",
     "drossel-noheader",
-    "drossel-unix",
+    "drossel-asyncio",
     "drossel-workers",
+    "noop-unix",
+    "drossel-unix",
 )
 DEFAULT_VARIANTS = ALL_VARIANTS
 
@@ -270,6 +273,14 @@ def run_once(
     return float(result["msgs_per_s"]), cpu, float(result["machine_cpu_ms_per_msg"])
 
 
+def round_order(names: Sequence[str], round_no: int) -> list[str]:
+    """The variants in the order round ``round_no`` (from 1) runs them: forward in odd
+    rounds, backward in even ones.  Neighbours stay neighbours in every round, and of each
+    pair the one that ran second runs first in the next round (A B, B A: a machine that
+    speeds up or slows down over two rounds favours neither)."""
+    return list(names) if round_no % 2 else list(reversed(names))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -308,9 +319,7 @@ def main() -> int:
             if milters[name] is not None and args.warmup:
                 run_once(milters[name], args.warmup, args.sessions)
         for round_no in range(1, args.rounds + 1):
-            # each round starts one variant further on: none is always first or last
-            shift = (round_no - 1) % len(names)
-            for name in names[shift:] + names[:shift]:
+            for name in round_order(names, round_no):
                 rate, ms, machine_ms = run_once(milters[name], args.messages, args.sessions)
                 rates[name].append(rate)
                 machine[name].append(machine_ms)

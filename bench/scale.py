@@ -5,9 +5,16 @@ For each backend and size a fresh database is filled with server rows by bulk SQ
 PostgreSQL), then a *separate node process* starts an :class:`~drossel.app.enforcer.Enforcer` on it
 (records load lazily per server, so start-up does not read the table), warms its cache with a
 working set of known servers (one database read each), and times ``Enforcer.process`` on a
-random mix of them.  Reported per run: start-up time, cold first-message latency (one indexed
-read), warm p50/p99 per message, node RSS; and per backend the p99 ratio large/small
-(target <= 1.2: the steady-state path does not touch the database).
+random mix of them.  Reported per size (medians of its node runs): start-up time, cold
+first-message latency (one indexed read), warm p50/p99 per message, node RSS; and per backend
+the p99 ratio large/small (target <= 1.2: the steady-state path does not touch the database).
+
+Both databases are filled first (PostgreSQL's then vacuumed, so autovacuum does not wake
+during a timed run); then the node runs of the two sizes take turns (small, large; large,
+small; ...), and the ratio is the median of the pairs' own ratios, each pair seconds apart: a
+2-core machine that is slower for a minute (a neighbour, a background job) slows both sides of
+a pair, where the two sizes run one after the other would put the slow minute on one side.
+The ratio of the two sizes' medians is printed too.
 
     python bench/scale.py                       # 1,000 vs 1,000,000, both backends
     python bench/scale.py --servers 100000      # scale down
@@ -29,8 +36,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ADMIN_URL = os.environ.get(
     "DROSSEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -122,14 +132,26 @@ def fill(url: str, n: int) -> float:
 # --- one node -------------------------------------------------------------------------------
 
 
-def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, float]:
-    """Runs in its own process: start an engine, warm it, time the per-message path."""
+@dataclass
+class Node:
+    """An engine on one database, warmed up: every server of its working set read once."""
+
+    enforcer: Any
+    messages: dict[int, Any]  # server number -> its message's headers
+    working_set: list[int]
+    startup_s: float
+    cold_s: list[float]
+
+
+CLIENT_ADDR = "192.0.2.10"
+
+
+def warm_node(url: str, n: int, known: int, seed: int) -> Node:
     from drossel.app.enforcer import ClientInfo, Enforcer
     from drossel.config import Config
     from drossel.core.detection import parse_headers
     from drossel.runtime import open_store
 
-    rss_start = rss_mib()
     t = time.perf_counter()
     enforcer = Enforcer(open_store(url), Config(), lambda: NOW, auto_refresh=False)
     startup = time.perf_counter() - t
@@ -142,7 +164,7 @@ def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, fl
         )
         for i in working_set
     }
-    client = ClientInfo(addr="192.0.2.10", name="relay.example", helo="relay.example")
+    client = ClientInfo(addr=CLIENT_ADDR, name="relay.example", helo="relay.example")
     cold = []
     for i in working_set:  # first message per server: one indexed read of its row
         t = time.perf_counter()
@@ -150,17 +172,29 @@ def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, fl
         cold.append(time.perf_counter() - t)
         assert outcome.verdict.server is not None
     assert len(enforcer.cache.records) == len(working_set)
-    order = [rng.choice(working_set) for _ in range(messages)]
+    return Node(enforcer, messages_by_server, working_set, startup, cold)
+
+
+def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, float]:
+    """Runs in its own process: start an engine, warm it, time the per-message path."""
+    from drossel.app.enforcer import ClientInfo
+
+    rss_start = rss_mib()
+    warmed = warm_node(url, n, known, seed)
+    rng = random.Random(seed + 1)
+    client = ClientInfo(addr=CLIENT_ADDR, name="relay.example", helo="relay.example")
+    process, by_server = warmed.enforcer.process, warmed.messages
+    order = [rng.choice(warmed.working_set) for _ in range(messages)]
     warm = []
     for i in order:
         t = time.perf_counter()
-        enforcer.process(messages_by_server[i], client)
+        process(by_server[i], client)
         warm.append(time.perf_counter() - t)
-    enforcer.store.dispose()
+    warmed.enforcer.store.dispose()
     q = statistics.quantiles(warm, n=100)
     return {
-        "startup_ms": startup * 1000,
-        "cold_p50_us": statistics.median(cold) * 1e6,
+        "startup_ms": warmed.startup_s * 1000,
+        "cold_p50_us": statistics.median(warmed.cold_s) * 1e6,
         "warm_p50_us": q[49] * 1e6,
         "warm_p99_us": q[98] * 1e6,
         "rss_start_mib": rss_start,
@@ -168,56 +202,110 @@ def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, fl
     }
 
 
+def side_by_side(
+    small: tuple[str, int], large: tuple[str, int], known: int, messages: int, seed: int
+) -> dict[str, float]:
+    """Runs in its own process: two engines, one on each database, warmed alike; then
+    ``messages`` per engine, the two taking turns message by message (in alternating order),
+    so that whatever slows the machine for a moment slows both.  p50 and p99 of each."""
+    from drossel.app.enforcer import ClientInfo
+
+    nodes = [warm_node(url, n, known, seed) for url, n in (small, large)]
+    client = ClientInfo(addr=CLIENT_ADDR, name="relay.example", helo="relay.example")
+    rng = random.Random(seed + 1)
+    steps = [[rng.choice(node.working_set) for node in nodes] for _ in range(messages)]
+    times: list[list[float]] = [[], []]
+    calls = [(node.enforcer.process, node.messages) for node in nodes]
+    clock = time.perf_counter
+    for k, servers in enumerate(steps):
+        for side in (0, 1) if k % 2 == 0 else (1, 0):
+            process, by_server = calls[side]
+            headers = by_server[servers[side]]
+            t = clock()
+            process(headers, client)
+            times[side].append(clock() - t)
+    for node in nodes:
+        node.enforcer.store.dispose()
+    result = {}
+    for side, name in enumerate(("small", "large")):
+        q = statistics.quantiles(times[side], n=100)
+        result[f"{name}_p50_us"] = q[49] * 1e6
+        result[f"{name}_p99_us"] = q[98] * 1e6
+    return result
+
+
 # --- driver ---------------------------------------------------------------------------------
 
 
-def run(backend: str, n: int, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+def prepare(
+    backend: str, n: int, tmp: Path, index: int = 0
+) -> tuple[str, float, Callable[[], None] | None]:
+    """A fresh database of ``backend`` filled with ``n`` servers: its URL, the fill time and
+    what drops it (PostgreSQL) or ``None``."""
     if backend == "sqlite":
-        url = f"sqlite:///{tmp / f'scale-{n}.db'}"
-        cleanup = None
-    else:
-        import psycopg
+        url = f"sqlite:///{tmp / f'scale-{index}-{n}.db'}"
+        return url, fill(url, n), None
+    import psycopg
 
-        name = f"drossel_scale_{uuid.uuid4().hex[:8]}"
-        admin = ADMIN_URL.replace("+psycopg", "")
+    name = f"drossel_scale_{uuid.uuid4().hex[:8]}"
+    admin = ADMIN_URL.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    def cleanup() -> None:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-        def cleanup() -> None:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     try:
         fill_s = fill(url, n)
-        runs = []
-        for seed in range(args.repeat):  # separate node processes; medians reported
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--node",
-                    url,
-                    "--size",
-                    str(n),
-                    "--known",
-                    str(args.known),
-                    "--messages",
-                    str(args.messages),
-                    "--seed",
-                    str(seed),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs.append(json.loads(result.stdout))
-        data = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        data["fill_s"] = fill_s
-        return data
+        # vacuumed now, so autovacuum has no reason to wake for the bulk insert while a node
+        # is being timed (it would take one of the two cores)
+        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE) servers")
+    except BaseException:
+        cleanup()
+        raise
+    return url, fill_s, cleanup
+
+
+def run_node(target: list[str], args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """One node process: ``["--node", URL, "--size", N]`` (:func:`node`) or
+    ``["--pair", URL, N, URL, N]`` (:func:`side_by_side`)."""
+    command = [
+        sys.executable, __file__, *target, "--known", str(args.known),
+        "--messages", str(args.messages), "--seed", str(seed),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return dict(json.loads(result.stdout))
+
+
+def run_pair(
+    backend: str, sizes: tuple[int, int], args: argparse.Namespace, tmp: Path
+) -> tuple[dict[int, dict[str, float]], list[dict[str, float]]]:
+    """Both sizes of one backend: each size's own node runs (taking turns: small, large;
+    large, small; ...) for start-up, cold reads and memory, and the side-by-side runs
+    (:func:`side_by_side`) for the latency ratio.  The medians of each size's own runs, and
+    the side-by-side results."""
+    prepared = [prepare(backend, n, tmp, index) for index, n in enumerate(sizes)]
+    try:
+        runs: list[list[dict[str, float]]] = [[], []]
+        pairs = []
+        for seed in range(args.repeat):
+            for side in (0, 1) if seed % 2 == 0 else (1, 0):
+                target = ["--node", prepared[side][0], "--size", str(sizes[side])]
+                runs[side].append(run_node(target, args, seed))
+            target = ["--pair", prepared[0][0], str(sizes[0]), prepared[1][0], str(sizes[1])]
+            pairs.append(run_node(target, args, seed))
     finally:
-        if cleanup is not None:
-            cleanup()
+        for _url, _fill, cleanup in prepared:
+            if cleanup is not None:
+                cleanup()
+    medians = {}
+    for side, n in enumerate(sizes):
+        medians[n] = {key: statistics.median(r[key] for r in runs[side]) for key in runs[side][0]}
+        medians[n]["fill_s"] = prepared[side][1]
+    return medians, pairs
 
 
 def main() -> None:
@@ -231,9 +319,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--node", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--pair", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.node:
         print(json.dumps(node(args.node, args.size, args.known, args.messages, args.seed)))
+        return
+    if args.pair:
+        small = (args.pair[0], int(args.pair[1]))
+        large = (args.pair[2], int(args.pair[3]))
+        print(json.dumps(side_by_side(small, large, args.known, args.messages, args.seed)))
         return
     print(
         f"{'backend':9} {'servers':>9} {'fill s':>7} {'start ms':>8} {'cold p50 us':>11} "
@@ -241,21 +335,34 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            results = {}
-            for n in (args.small, args.servers):
-                r = run(backend, n, args, Path(tmp))
-                results[n] = r
+            sizes = (args.small, args.servers)
+            results, pairs = run_pair(backend, sizes, args, Path(tmp))
+            for n in sizes:
+                r = results[n]
                 print(
                     f"{backend:9} {n:>9,} {r['fill_s']:>7.1f} {r['startup_ms']:>8.0f} "
                     f"{r['cold_p50_us']:>11.0f} {r['warm_p50_us']:>7.1f} "
                     f"{r['warm_p99_us']:>7.1f} {r['rss_mib']:>8.1f}",
                     flush=True,
                 )
-            ratio = results[args.servers]["warm_p99_us"] / results[args.small]["warm_p99_us"]
+            p99 = [p["large_p99_us"] / p["small_p99_us"] for p in pairs]
+            p50 = [p["large_p50_us"] / p["small_p50_us"] for p in pairs]
             rss = results[args.servers]["rss_mib"] - results[args.small]["rss_mib"]
+            side = {
+                key: statistics.median(p[key] for p in pairs)
+                for key in ("small_p50_us", "large_p50_us", "small_p99_us", "large_p99_us")
+            }
             print(
-                f"{backend:9} p99 ratio {args.servers:,}/{args.small:,} = {ratio:.2f} "
-                f"(target <= 1.2); RSS difference {rss:+.1f} MiB",
+                f"{backend:9} side by side: p50 {side['small_p50_us']:.1f} / "
+                f"{side['large_p50_us']:.1f} us, p99 {side['small_p99_us']:.1f} / "
+                f"{side['large_p99_us']:.1f} us",
+                flush=True,
+            )
+            print(
+                f"{backend:9} p99 ratio {args.servers:,}/{args.small:,} = "
+                f"{statistics.median(p99):.2f} (target <= 1.2; side by side, median of "
+                f"{len(p99)} runs {min(p99):.2f}-{max(p99):.2f}; p50 ratio "
+                f"{statistics.median(p50):.2f}); RSS difference {rss:+.1f} MiB",
                 flush=True,
             )
 

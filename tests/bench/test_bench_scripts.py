@@ -33,6 +33,24 @@ def test_decision_benchmark_reports_every_row() -> None:
         assert row["median_us"] > 0 and row["p99_us"] >= row["median_us"]
 
 
+def test_scale_benchmark_times_both_sizes_side_by_side() -> None:
+    """Both sizes get their own node runs and the side-by-side runs (the two engines in one
+    process, taking turns message by message) that give the p99 ratio."""
+    result = _run(
+        str(BENCH / "scale.py"), "--backends", "sqlite", "--small", "50", "--servers", "400",
+        "--known", "50", "--messages", "300", "--repeat", "2", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["sqlite", "50"] for line in lines)
+    assert any(line.split()[:2] == ["sqlite", "400"] for line in lines)
+    side = next(line for line in lines if "side by side:" in line)
+    ratio = next(line for line in lines if "p99 ratio 400/50 = " in line)
+    assert "median of 2 runs" in ratio
+    assert float(ratio.split(" = ")[1].split()[0]) > 0
+    assert side.count(" us") == 2
+
+
 @pytest.mark.postfix
 def test_milter_benchmark_runs_every_anchor_to_completion() -> None:
     """Postfix alone, the no-op C milter on inet: (with its quick-ACK shim) and on unix:, and

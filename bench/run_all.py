@@ -1,7 +1,7 @@
 """Run every benchmark in ``bench/`` and write one markdown report (not a test).
 
     python bench/run_all.py            # small but meaningful sizes (a few minutes)
-    python bench/run_all.py --full     # the sizes of issue 12 (long: an hour or more)
+    python bench/run_all.py --full     # the sizes of issue 12 (20 to 30 minutes on 2 cores)
     python bench/run_all.py --only decision,memory
 
 Each benchmark runs as its own process with the sizes below; its exit status decides what the

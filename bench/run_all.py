@@ -47,6 +47,8 @@ class Bench:
 #: the variants of issue 12's milter target: Postfix alone, the no-op, drossel at its defaults
 #: and the no-op that reads headers (bench/milter.py runs them in this order, forward and back)
 HEADLINE = "postfix,noop,drossel,noop-headers"
+#: the one-session (latency) row: the anchors and drossel on inet: and unix:
+ONE_SESSION = ["--variants", "postfix,noop,noop-unix,drossel,drossel-unix"]
 
 BENCHES = [
     Bench(
@@ -115,30 +117,8 @@ BENCHES = [
     Bench(
         "milter (one session)",
         "the same with one SMTP session at a time: per-message latency, not throughput",
-        [
-            "--messages",
-            "200",
-            "--sessions",
-            "1",
-            "--rounds",
-            "1",
-            "--warmup",
-            "20",
-            "--variants",
-            "postfix,noop,noop-unix,drossel,drossel-unix",
-        ],
-        [
-            "--messages",
-            "500",
-            "--sessions",
-            "1",
-            "--rounds",
-            "3",
-            "--warmup",
-            "50",
-            "--variants",
-            "postfix,noop,noop-unix,drossel,drossel-unix",
-        ],
+        ["--messages", "200", "--sessions", "1", "--rounds", "1", "--warmup", "20", *ONE_SESSION],
+        ["--messages", "500", "--sessions", "1", "--rounds", "3", "--warmup", "50", *ONE_SESSION],
         "milter.py",
     ),
     Bench(

@@ -137,13 +137,11 @@ class Node:
     """An engine on one database, warmed up: every server of its working set read once."""
 
     enforcer: Any
+    client: Any  # the ClientInfo every message comes from
     messages: dict[int, Any]  # server number -> its message's headers
     working_set: list[int]
     startup_s: float
     cold_s: list[float]
-
-
-CLIENT_ADDR = "192.0.2.10"
 
 
 def warm_node(url: str, n: int, known: int, seed: int) -> Node:
@@ -164,7 +162,7 @@ def warm_node(url: str, n: int, known: int, seed: int) -> Node:
         )
         for i in working_set
     }
-    client = ClientInfo(addr=CLIENT_ADDR, name="relay.example", helo="relay.example")
+    client = ClientInfo(addr="192.0.2.10", name="relay.example", helo="relay.example")
     cold = []
     for i in working_set:  # first message per server: one indexed read of its row
         t = time.perf_counter()
@@ -172,17 +170,15 @@ def warm_node(url: str, n: int, known: int, seed: int) -> Node:
         cold.append(time.perf_counter() - t)
         assert outcome.verdict.server is not None
     assert len(enforcer.cache.records) == len(working_set)
-    return Node(enforcer, messages_by_server, working_set, startup, cold)
+    return Node(enforcer, client, messages_by_server, working_set, startup, cold)
 
 
 def node(url: str, n: int, known: int, messages: int, seed: int) -> dict[str, float]:
     """Runs in its own process: start an engine, warm it, time the per-message path."""
-    from drossel.app.enforcer import ClientInfo
-
     rss_start = rss_mib()
     warmed = warm_node(url, n, known, seed)
     rng = random.Random(seed + 1)
-    client = ClientInfo(addr=CLIENT_ADDR, name="relay.example", helo="relay.example")
+    client = warmed.client
     process, by_server = warmed.enforcer.process, warmed.messages
     order = [rng.choice(warmed.working_set) for _ in range(messages)]
     warm = []
@@ -208,10 +204,8 @@ def side_by_side(
     """Runs in its own process: two engines, one on each database, warmed alike; then
     ``messages`` per engine, the two taking turns message by message (in alternating order),
     so that whatever slows the machine for a moment slows both.  p50 and p99 of each."""
-    from drossel.app.enforcer import ClientInfo
-
     nodes = [warm_node(url, n, known, seed) for url, n in (small, large)]
-    client = ClientInfo(addr=CLIENT_ADDR, name="relay.example", helo="relay.example")
+    client = nodes[0].client
     rng = random.Random(seed + 1)
     steps = [[rng.choice(node.working_set) for node in nodes] for _ in range(messages)]
     times: list[list[float]] = [[], []]
@@ -287,8 +281,10 @@ def run_pair(
     large, small; ...) for start-up, cold reads and memory, and the side-by-side runs
     (:func:`side_by_side`) for the latency ratio.  The medians of each size's own runs, and
     the side-by-side results."""
-    prepared = [prepare(backend, n, tmp, index) for index, n in enumerate(sizes)]
+    prepared: list[tuple[str, float, Callable[[], None] | None]] = []
     try:
+        for index, n in enumerate(sizes):  # inside: a database made before a failure is dropped
+            prepared.append(prepare(backend, n, tmp, index))
         runs: list[list[dict[str, float]]] = [[], []]
         pairs = []
         for seed in range(args.repeat):
